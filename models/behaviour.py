@@ -1,0 +1,74 @@
+"""A validated behaviour event, as the core sees it.
+
+The transport (``streams.codec``) turns raw Kafka records into these values;
+everything in ``models`` works on them and never on bytes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+#: How much each behaviour type moves the interest state. A skip pushes away.
+TYPE_WEIGHTS: dict[str, float] = {
+    "view": 1.0,
+    "click": 1.5,
+    "like": 3.0,
+    "purchase": 4.0,
+    "skip": -1.0,
+    "dislike": -2.0,
+    "rating": 1.0,  # scaled by the rating, see `event_weight`
+}
+
+EVENT_TYPES = frozenset(TYPE_WEIGHTS)
+
+
+@dataclass(frozen=True, slots=True)
+class Position:
+    """Where a record came from: topic, partition and offset."""
+
+    topic: str
+    partition: int
+    offset: int
+
+    @property
+    def tp(self) -> str:
+        return f"{self.topic}[{self.partition}]"
+
+    def __str__(self) -> str:
+        return f"{self.topic}[{self.partition}]@{self.offset}"
+
+
+@dataclass(frozen=True, slots=True)
+class Behaviour:
+    """One user behaviour on one item.
+
+    ``ts`` is event time in epoch seconds. ``weight`` is the explicit weight
+    from the record, or None to derive it from ``type`` (and ``rating``).
+    """
+
+    user_id: str
+    item_id: str
+    type: str
+    ts: float
+    event_id: str
+    weight: float | None = None
+    rating: float | None = None
+    position: Position | None = None
+
+
+def event_weight(event: Behaviour) -> float:
+    """The signed strength of an event: explicit weight, else by type.
+
+    A rating maps 1..5 stars onto -1..+1.67 (2.5 stars is neutral), so a bad
+    rating pushes the interest away from the item.
+
+    >>> event_weight(Behaviour("u", "i", "rating", 0.0, "e", rating=4.0))
+    1.0
+    >>> event_weight(Behaviour("u", "i", "skip", 0.0, "e"))
+    -1.0
+    """
+    if event.weight is not None:
+        return float(event.weight)
+    if event.type == "rating" and event.rating is not None:
+        return (float(event.rating) - 2.5) / 1.5
+    return TYPE_WEIGHTS[event.type]

@@ -1,0 +1,142 @@
+"""The item catalogue held in memory for ranking.
+
+The shell keeps one `Catalogue` per worker and changes it (`upsert`,
+`remove`) as item embeddings arrive; the core only reads it. Rows are unit
+vectors, so a dot product is a cosine.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterable
+
+import numpy as np
+
+Ranked = tuple[str, float]
+
+
+class Catalogue:
+    """Item embeddings with tags, ranked by dot product against a query.
+
+    Parameters
+    ----------
+    dim
+        Embedding width (384 for all-MiniLM-L6-v2).
+
+    >>> cat = Catalogue(2)
+    >>> cat.upsert("a", np.array([1.0, 0.0]), ("x",))
+    >>> cat.upsert("b", np.array([0.0, 1.0]), ("y",))
+    >>> cat.top_k(np.array([0.6, 0.8], dtype=np.float32), 2, exclude=())
+    [('b', 0.8), ('a', 0.6)]
+    >>> cat.top_k(np.array([0.6, 0.8], dtype=np.float32), 2, exclude={"b"})
+    [('a', 0.6)]
+    """
+
+    def __init__(self, dim: int) -> None:
+        self.dim = dim
+        self._ids: list[str] = []
+        self._rows: dict[str, int] = {}
+        self._matrix = np.zeros((64, dim), dtype=np.float32)
+        self._alive = np.zeros(64, dtype=bool)
+        self._tags: list[tuple[str, ...]] = []
+        self._tag_sums: dict[str, np.ndarray] = {}
+
+    def __len__(self) -> int:
+        return int(self._alive[: len(self._ids)].sum())
+
+    def __contains__(self, item_id: object) -> bool:
+        row = self._rows.get(item_id)  # type: ignore[arg-type]
+        return row is not None and bool(self._alive[row])
+
+    def vector(self, item_id: str) -> np.ndarray | None:
+        row = self._rows.get(item_id)
+        if row is None or not self._alive[row]:
+            return None
+        return self._matrix[row]
+
+    def tags(self, item_id: str) -> tuple[str, ...]:
+        row = self._rows.get(item_id)
+        return () if row is None or not self._alive[row] else self._tags[row]
+
+    def item_ids(self) -> list[str]:
+        return [i for i, row in self._rows.items() if self._alive[row]]
+
+    def upsert(self, item_id: str, vector: np.ndarray, tags: Iterable[str] = ()) -> None:
+        vec = np.asarray(vector, dtype=np.float32).reshape(-1)
+        if vec.shape[0] != self.dim:
+            raise ValueError(f"item {item_id!r}: vector has {vec.shape[0]} dims, want {self.dim}")
+        norm = float(np.linalg.norm(vec))
+        if not np.isfinite(norm) or norm == 0.0:
+            raise ValueError(f"item {item_id!r}: vector is zero or not finite")
+        self.remove(item_id)
+        row = self._rows.get(item_id)
+        if row is None:
+            row = len(self._ids)
+            self._grow(row + 1)
+            self._ids.append(item_id)
+            self._tags.append(())
+            self._rows[item_id] = row
+        self._matrix[row] = vec / norm
+        self._alive[row] = True
+        self._tags[row] = tuple(tags)
+        for tag in self._tags[row]:
+            self._tag_sums.setdefault(tag, np.zeros(self.dim, dtype=np.float64))
+            self._tag_sums[tag] += self._matrix[row]
+
+    def remove(self, item_id: str) -> bool:
+        """Drop an item (a tombstone). Returns whether it was present."""
+        row = self._rows.get(item_id)
+        if row is None or not self._alive[row]:
+            return False
+        self._alive[row] = False
+        for tag in self._tags[row]:
+            self._tag_sums[tag] -= self._matrix[row]
+        return True
+
+    def top_k(self, query: np.ndarray, k: int, exclude: Collection[str]) -> list[Ranked]:
+        """The k best items by score, highest first; ties broken by item id."""
+        n = len(self._ids)
+        if n == 0 or k <= 0 or not np.any(query):
+            return []
+        scores = self._matrix[:n] @ np.asarray(query, dtype=np.float32)
+        scores = np.where(self._alive[:n], scores, -np.inf)
+        for item_id in exclude:
+            row = self._rows.get(item_id)
+            if row is not None:
+                scores[row] = -np.inf
+        # Keep a margin past k so that ties at the cut are ordered by id.
+        take = min(n, k + 8)
+        cand = np.argpartition(-scores, take - 1)[:take] if take < n else np.arange(n)
+        ranked = sorted(
+            ((self._ids[r], float(scores[r])) for r in cand if np.isfinite(scores[r])),
+            key=lambda pair: (-pair[1], pair[0]),
+        )
+        return [(item_id, round(score, 6)) for item_id, score in ranked[:k]]
+
+    def tag_weights(self, query: np.ndarray, n: int = 3) -> list[tuple[str, float]]:
+        """A readable view of a query: its closest tags, weights summing to 1.
+
+        Each tag is the mean direction of its items; weights are the positive
+        cosines to those directions, normalised over the top ``n``.
+        """
+        if not np.any(query) or not self._tag_sums:
+            return []
+        q = np.asarray(query, dtype=np.float64)
+        q = q / np.linalg.norm(q)
+        sims = []
+        for tag, total in self._tag_sums.items():
+            norm = float(np.linalg.norm(total))
+            if norm > 1e-9:
+                sims.append((tag, float(total @ q) / norm))
+        best = sorted((s for s in sims if s[1] > 0), key=lambda s: (-s[1], s[0]))[:n]
+        mass = sum(s for _, s in best)
+        return [(tag, round(s / mass, 3)) for tag, s in best] if mass > 0 else []
+
+    def _grow(self, size: int) -> None:
+        if size <= self._matrix.shape[0]:
+            return
+        cap = max(size, 2 * self._matrix.shape[0])
+        matrix = np.zeros((cap, self.dim), dtype=np.float32)
+        matrix[: len(self._ids)] = self._matrix[: len(self._ids)]
+        alive = np.zeros(cap, dtype=bool)
+        alive[: len(self._ids)] = self._alive[: len(self._ids)]
+        self._matrix, self._alive = matrix, alive
