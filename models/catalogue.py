@@ -39,6 +39,8 @@ class Catalogue:
         self._alive = np.zeros(64, dtype=bool)
         self._tags: list[tuple[str, ...]] = []
         self._tag_sums: dict[str, np.ndarray] = {}
+        self._tag_counts: dict[str, int] = {}
+        self._sum = np.zeros(dim, dtype=np.float64)
 
     def __len__(self) -> int:
         return int(self._alive[: len(self._ids)].sum())
@@ -77,10 +79,12 @@ class Catalogue:
             self._rows[item_id] = row
         self._matrix[row] = vec / norm
         self._alive[row] = True
-        self._tags[row] = tuple(tags)
+        self._tags[row] = tuple(dict.fromkeys(tags))
+        self._sum += self._matrix[row]
         for tag in self._tags[row]:
             self._tag_sums.setdefault(tag, np.zeros(self.dim, dtype=np.float64))
             self._tag_sums[tag] += self._matrix[row]
+            self._tag_counts[tag] = self._tag_counts.get(tag, 0) + 1
 
     def remove(self, item_id: str) -> bool:
         """Drop an item (a tombstone). Returns whether it was present."""
@@ -88,8 +92,10 @@ class Catalogue:
         if row is None or not self._alive[row]:
             return False
         self._alive[row] = False
+        self._sum -= self._matrix[row]
         for tag in self._tags[row]:
             self._tag_sums[tag] -= self._matrix[row]
+            self._tag_counts[tag] -= 1
         return True
 
     def top_k(self, query: np.ndarray, k: int, exclude: Collection[str]) -> list[Ranked]:
@@ -115,18 +121,27 @@ class Catalogue:
     def tag_weights(self, query: np.ndarray, n: int = 3) -> list[tuple[str, float]]:
         """A readable view of a query: its closest tags, weights summing to 1.
 
-        Each tag is the mean direction of its items; weights are the positive
-        cosines to those directions, normalised over the top ``n``.
+        Tags are their items' mean embedding. Sentence embeddings share a
+        large common component, so the catalogue mean is subtracted from the
+        tag means and the query first; weights are the positive cosines that
+        remain, normalised over the top ``n``.
         """
-        if not np.any(query) or not self._tag_sums:
+        alive = len(self)
+        if not np.any(query) or not alive:
             return []
-        q = np.asarray(query, dtype=np.float64)
-        q = q / np.linalg.norm(q)
+        mean = self._sum / alive
+        q = np.asarray(query, dtype=np.float64) - mean
+        q_norm = float(np.linalg.norm(q))
+        if q_norm < 1e-9:
+            return []
         sims = []
         for tag, total in self._tag_sums.items():
-            norm = float(np.linalg.norm(total))
+            if self._tag_counts[tag] == 0:
+                continue
+            direction = total / self._tag_counts[tag] - mean
+            norm = float(np.linalg.norm(direction))
             if norm > 1e-9:
-                sims.append((tag, float(total @ q) / norm))
+                sims.append((tag, float(direction @ q) / (norm * q_norm)))
         best = sorted((s for s in sims if s[1] > 0), key=lambda s: (-s[1], s[0]))[:n]
         mass = sum(s for _, s in best)
         return [(tag, round(s / mass, 3)) for tag, s in best] if mass > 0 else []

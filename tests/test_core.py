@@ -54,7 +54,7 @@ def test_first_events_create_state_and_full_delta() -> None:
     assert r.state.consumed == {"a0-0", "a0-1"}
     # consumed items are never recommended; the rest of axis 0 comes first
     assert r.delta is not None
-    assert [i for i, _, _ in r.delta.added][0] == "a0-2"
+    assert r.delta.added[0][0] == "a0-2"
     assert {i for i, _ in r.state.top_k}.isdisjoint(r.state.consumed)
     assert [rank for _, _, rank in r.delta.added] == list(range(4))
     assert r.delta.cause.event_ids == ("e-a0-0-0.0", "e-a0-1-3600.0")
@@ -84,8 +84,8 @@ def test_duplicate_event_id_applied_once() -> None:
 def test_version_bumps_once_per_applied_batch() -> None:
     s = None
     for i in range(3):
-        s = run([ev("a2-0", i * HOUR, 2 * i), ev("a2-1", i * HOUR + 1, 2 * i + 1, event_id=f"y{i}")],
-                state=s).state  # fmt: skip
+        batch = [ev("a2-0", i * HOUR, 2 * i), ev("a2-1", i * HOUR + 1, 2 * i + 1, event_id=f"y{i}")]
+        s = run(batch, state=s).state
     assert s.version == 3
 
 

@@ -18,7 +18,6 @@ from streams.workload import (
     synthetic_workload,
     to_json_bytes,
 )
-
 from tests.paths import ML_100K, require_ml100k
 
 

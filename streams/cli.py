@@ -1,0 +1,124 @@
+"""The `interest-stream` command line."""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+import click
+
+from streams.settings import Settings, SettingsError, load_settings
+
+
+def _settings(**overrides: object) -> Settings:
+    try:
+        return load_settings(**overrides)
+    except SettingsError as exc:
+        raise click.UsageError(str(exc)) from exc
+
+
+@click.group()
+def main() -> None:
+    """Streaming interest evolution: behaviours in, recommendation deltas out."""
+
+
+@main.command()
+@click.option("--bootstrap", help="Kafka bootstrap servers; none: start the embedded broker.")
+@click.option("--data-dir", help="Folder of the embedded store.")
+def worker(bootstrap: str | None, data_dir: str | None) -> None:
+    """Run a Faust worker against the configured (or an embedded) broker."""
+    from streams.broker import broker_for
+    from streams.worker import run_worker
+
+    settings = _settings(bootstrap_servers=bootstrap, data_dir=data_dir)
+    with broker_for(settings.bootstrap_servers, log_dir=settings.data_dir) as address:
+        if not settings.bootstrap_servers:
+            click.echo(f"embedded broker on {address}", err=True)
+        run_worker(settings, address)
+
+
+@main.command()
+@click.option("--kafka", "bootstrap", help="Use this Kafka instead of the embedded broker.")
+@click.option("--movielens", type=click.Path(exists=True, file_okay=False), help="ml-100k dir.")
+@click.option("--max-users", type=int, default=None, help="MovieLens: first N users only.")
+@click.option("--users", type=int, default=40, show_default=True, help="Synthetic users.")
+@click.option("--events-per-user", type=int, default=60, show_default=True)
+@click.option("--seed", type=int, default=7, show_default=True)
+@click.option("--rate", type=float, default=400.0, show_default=True, help="Events/s; 0: unpaced.")
+@click.option("--no-bad-records", is_flag=True, help="Do not mix malformed records in.")
+@click.option("--data-dir", help="Keep the store here (default: a temp dir, removed after).")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write the summary.")
+@click.option("--timeout", type=float, default=900.0, show_default=True)
+def demo(
+    bootstrap: str | None,
+    movielens: str | None,
+    max_users: int | None,
+    users: int,
+    events_per_user: int,
+    seed: int,
+    rate: float,
+    no_bad_records: bool,
+    data_dir: str | None,
+    json_path: str | None,
+    timeout: float,
+) -> None:
+    """Run the whole pipeline on a replayed behaviour stream and print a summary."""
+    from streams.demo import DemoError, run_demo
+    from streams.workload import movielens_workload, synthetic_workload
+
+    logging.basicConfig(level=logging.WARNING)
+    temp = None if data_dir else tempfile.mkdtemp(prefix="interest-stream-demo-")
+    settings = _settings(bootstrap_servers=bootstrap, data_dir=data_dir or temp)
+    if movielens:
+        workload = movielens_workload(movielens, max_users=max_users)
+    else:
+        workload = synthetic_workload(users=users, events_per_user=events_per_user, seed=seed)
+    try:
+        summary = run_demo(settings, workload, rate=rate, bad_records=not no_bad_records,
+                           timeout=timeout)  # fmt: skip
+    except DemoError as exc:
+        log = Path(settings.data_dir) / "worker.log"
+        if log.exists():
+            click.echo(log.read_text(errors="replace")[-4000:], err=True)
+        raise click.ClickException(str(exc)) from exc
+    finally:
+        if temp:
+            shutil.rmtree(temp, ignore_errors=True)
+    if json_path:
+        Path(json_path).write_text(json.dumps(summary, indent=2))
+    if summary["deltas_published"] == 0:
+        raise click.ClickException("no deltas were published")
+
+
+@main.group()
+def models() -> None:
+    """Model artefacts: the ONNX encoder."""
+
+
+@models.command("export")
+@click.option("--out", type=click.Path(file_okay=False), help="Cache folder of the export.")
+@click.option("--force", is_flag=True, help="Export again even if a current export exists.")
+def export(out: str | None, force: bool) -> None:
+    """Export all-MiniLM-L6-v2 to ONNX (needs the `train` extra), cached."""
+    from models.encoder import ensure_exported
+
+    settings = _settings()
+    cache = Path(out or settings.encoder_cache) if (out or settings.encoder_cache) else None
+    if force and cache is not None and cache.exists():
+        shutil.rmtree(cache)
+    artifact = ensure_exported(cache)
+    click.echo(str(artifact))
+
+
+@main.command("settings")
+def show_settings() -> None:
+    """Print the effective settings (secrets masked)."""
+    click.echo(repr(_settings()))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,290 @@
+"""`interest-stream demo`: the whole pipeline on one machine, end to end.
+
+Starts (or attaches to) a broker, creates the topics, exports the encoder
+if needed, starts a worker process, publishes a catalogue, replays a
+behaviour stream with a few bad records mixed in, follows the deltas and
+dead letters, and prints a summary. Everything it started is stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from kafka import KafkaProducer
+from tqdm import tqdm
+
+from models.encoder import ensure_exported
+from streams.broker import BrokerError, broker_for, committed, ensure_topics, wait_committed
+from streams.settings import ENV_PREFIX, Settings
+from streams.tail import TopicTail, ends_of, publish
+from streams.workload import Workload, bad_behaviour_records, to_json_bytes
+
+
+class DemoError(RuntimeError):
+    pass
+
+
+@dataclass
+class Seen:
+    """What the demo saw on the output topics."""
+
+    deltas: list[tuple[float, dict]] = field(default_factory=list)  # (received at, value)
+    dead_letters: list[dict] = field(default_factory=list)
+
+
+def run_demo(
+    settings: Settings,
+    workload: Workload,
+    *,
+    rate: float,
+    bad_records: bool = True,
+    timeout: float = 600.0,
+    show_user: str | None = None,
+) -> dict:
+    """Run the pipeline over ``workload``; returns the summary (also printed)."""
+    data_dir = Path(settings.data_dir)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    t0 = time.monotonic()
+    ensure_exported(Path(settings.encoder_cache) if settings.encoder_cache else None)
+    print(f"encoder ready ({time.monotonic() - t0:.1f}s); data dir {data_dir}", flush=True)
+    records = _behaviour_records(workload, bad_records)
+
+    with broker_for(settings.bootstrap_servers, log_dir=data_dir) as bootstrap:
+        topics = settings.topics
+        ensure_topics(bootstrap, topics)
+        worker = _start_worker(settings, bootstrap, data_dir / "worker.log")
+        outputs = {topics.deltas: settings.partitions, topics.dead_letters: 1}
+        producer = KafkaProducer(
+            bootstrap_servers=bootstrap, linger_ms=5, max_request_size=8 * 1024 * 1024
+        )
+        try:
+            with TopicTail(bootstrap, outputs) as tail:
+                items = [(i["item_id"].encode(), to_json_bytes(i)) for i in workload.items]
+                item_ends = ends_of(publish(producer, topics.items, items))
+                print(f"published {len(items)} items; waiting for the worker", flush=True)
+                _wait_committed(
+                    bootstrap, settings.app_id, item_ends, worker, timeout, topics.items
+                )
+                started = time.time()
+                with ThreadPoolExecutor(1) as pool:
+                    publishing = pool.submit(
+                        publish, producer, topics.behaviours, records, rate=rate
+                    )
+                    _follow_progress(bootstrap, settings.app_id, topics.behaviours, len(records),
+                                     publishing, worker, timeout)  # fmt: skip
+                elapsed = time.time() - started
+                time.sleep(1.0)  # deltas are on the broker before commits: let the tail read them
+                seen = _seen(tail, topics.deltas)
+        finally:
+            producer.close()
+            _stop_worker(worker)
+
+    n_bad = len(records) - len(workload.events)
+    summary = _summary(workload, seen, len(records), n_bad, elapsed, rate, show_user)
+    _print_summary(summary)
+    return summary
+
+
+def _behaviour_records(workload: Workload, bad_records: bool) -> list[tuple[bytes, bytes]]:
+    """The replay: the workload's events, with the known-bad records spread through."""
+    records = [(e["user_id"].encode(), to_json_bytes(e)) for e in workload.events]
+    if bad_records:
+        bad = [(key or b"", value) for _, key, value, _ in bad_behaviour_records()]
+        step = max(1, len(records) // (len(bad) + 1))
+        for i, rec in enumerate(bad):
+            records.insert((i + 1) * step + i, rec)
+    return records
+
+
+def _seen(tail: TopicTail, deltas_topic: str) -> Seen:
+    seen = Seen()
+    for rec in tail.records():
+        value = json.loads(rec.value or b"null")
+        if rec.topic == deltas_topic:
+            seen.deltas.append((rec.at, value))
+        else:
+            seen.dead_letters.append(value)
+    return seen
+
+
+def _start_worker(settings: Settings, bootstrap: str, log_path: Path) -> subprocess.Popen:
+    env = dict(os.environ)
+    env.update(_settings_env(settings))
+    env[ENV_PREFIX + "BOOTSTRAP_SERVERS"] = bootstrap
+    with log_path.open("ab") as log_file:
+        return subprocess.Popen(
+            [sys.executable, "-m", "streams.cli", "worker"],
+            env=env,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+
+
+def _stop_worker(worker: subprocess.Popen) -> None:
+    if worker.poll() is not None:
+        return
+    worker.send_signal(signal.SIGTERM)
+    try:
+        worker.wait(30)
+    except subprocess.TimeoutExpired:
+        worker.kill()
+        worker.wait(10)
+
+
+def _settings_env(settings: Settings) -> dict[str, str]:
+    from dataclasses import fields
+
+    return {ENV_PREFIX + f.name.upper(): str(getattr(settings, f.name)) for f in fields(settings)}
+
+
+def _wait_committed(
+    bootstrap: str,
+    group: str,
+    ends: dict[int, int],
+    worker: subprocess.Popen,
+    timeout: float,
+    topic: str,
+) -> None:
+    """Wait until the worker's group has committed ``ends`` on ``topic``."""
+    try:
+        wait_committed(
+            bootstrap, group, topic, ends, timeout=timeout, alive=lambda: worker.poll() is None
+        )
+    except BrokerError as exc:
+        raise DemoError(f"{exc}; see worker.log") from exc
+
+
+def _follow_progress(
+    bootstrap: str,
+    group: str,
+    topic: str,
+    total: int,
+    publishing: Future,
+    worker: subprocess.Popen,
+    timeout: float,
+) -> None:
+    """A progress bar of committed records while the replay is still producing."""
+    deadline = time.monotonic() + timeout
+    with tqdm(total=total, desc="processed", unit="ev") as bar:
+        while time.monotonic() < deadline:
+            offsets = committed(bootstrap, group, topic)
+            bar.update(sum(offsets.values()) - bar.n)
+            if publishing.done():
+                ends = ends_of(publishing.result())
+                if all(offsets.get(p, 0) >= end for p, end in ends.items()):
+                    return
+            if worker.poll() is not None:
+                raise DemoError(f"worker exited with {worker.returncode}; see worker.log")
+            time.sleep(0.2)
+    raise DemoError(f"timed out after {timeout}s waiting for the worker")
+
+
+def _summary(
+    workload: Workload,
+    seen: Seen,
+    records: int,
+    bad: int,
+    elapsed: float,
+    rate: float,
+    show_user: str | None,
+) -> dict:
+    latencies = sorted(
+        (at * 1000 - d["cause"]["source_ts_ms"])
+        for at, d in seen.deltas
+        if d["cause"]["source_ts_ms"] is not None and d["cause"]["kind"] != "replay"
+    )
+    reasons = Counter(d["reason"] for d in seen.dead_letters)
+    user = show_user or (workload.drifts[0].user_id if workload.drifts else None)
+    if user is None and seen.deltas:
+        user = Counter(d["user_id"] for _, d in seen.deltas).most_common(1)[0][0]
+    return {
+        "workload": workload.description,
+        "records_published": records,
+        "bad_records_published": bad,
+        "events_processed": records - sum(reasons.values()),
+        "deltas_published": len(seen.deltas),
+        "dead_letters": len(seen.dead_letters),
+        "dead_letter_reasons": dict(sorted(reasons.items())),
+        "replay_rate_per_s": rate or None,
+        "elapsed_s": round(elapsed, 2),
+        "throughput_events_per_s": round(records / elapsed, 1) if elapsed else None,
+        "latency_ms_p50": _percentile(latencies, 50),
+        "latency_ms_p99": _percentile(latencies, 99),
+        "example_user": user,
+        "example_drift": next(
+            (
+                {"event_index": d.event_index, "ts": d.ts, "from": d.from_tag, "to": d.to_tag}
+                for d in workload.drifts
+                if d.user_id == user
+            ),
+            None,
+        ),
+        "example_evolution": _evolution(seen, user),
+    }
+
+
+def _evolution(seen: Seen, user: str | None) -> list[dict]:
+    rows = sorted((d for _, d in seen.deltas if d["user_id"] == user), key=lambda d: d["version"])
+    return [
+        {
+            "version": d["version"],
+            "events": d["interest"]["events"],
+            "event_time": d["cause"]["last_event_ts"],
+            "mid_term": d["interest"]["mid_term"],
+            "short_term": d["interest"]["short_term"],
+            "top3": [x["item_id"] for x in d["top_k"][:3]],
+        }
+        for d in rows
+    ]
+
+
+def _percentile(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    idx = min(len(values) - 1, max(0, round(q / 100 * (len(values) - 1))))
+    return round(values[idx], 1)
+
+
+def _print_summary(s: dict) -> None:
+    print()
+    print(f"workload            {s['workload']}")
+    print(f"records published   {s['records_published']} ({s['bad_records_published']} bad)")
+    print(f"events processed    {s['events_processed']}")
+    print(f"deltas published    {s['deltas_published']}")
+    print(f"dead letters        {s['dead_letters']}  {s['dead_letter_reasons']}")
+    pace = f"paced at {s['replay_rate_per_s']:g}/s" if s["replay_rate_per_s"] else "unpaced"
+    print(f"throughput          {s['throughput_events_per_s']} events/s ({pace})")
+    print(f"event-to-delta      p50 {s['latency_ms_p50']} ms, p99 {s['latency_ms_p99']} ms")
+    drift = s["example_drift"]
+    title = f"interest of {s['example_user']}"
+    if drift:
+        when = _fmt_ts(drift["ts"])
+        title += f" (known shift {drift['from']} -> {drift['to']}"
+        title += f" at event {drift['event_index']}, {when})"
+    print(title)
+    rows = s["example_evolution"]
+    stride = max(1, len(rows) // 12)
+    for row in rows[::stride] + ([rows[-1]] if rows and (len(rows) - 1) % stride else []):
+        tags = ", ".join(f"{t} {w:.2f}" for t, w in row["mid_term"])
+        short = ", ".join(f"{t} {w:.2f}" for t, w in row["short_term"][:2])
+        print(
+            f"  v{row['version']:<4} after {row['events']:>3} events  {_fmt_ts(row['event_time'])}"
+            f"  mid-term: {tags:<40} short-term: {short}"
+        )
+
+
+def _fmt_ts(ts: float | None) -> str:
+    if ts is None:
+        return "-"
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M")

@@ -1,0 +1,140 @@
+"""The one settings object, read in one place and validated at start-up.
+
+Sources, later wins: defaults, a TOML file named by ``INTEREST_STREAM_CONFIG``
+(keys as the field names), environment variables ``INTEREST_STREAM_<FIELD>``
+(upper case), then explicit overrides from the CLI.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from models.core import CoreParams
+from models.update import TimeDecayUpdater
+from models.window import WindowSpec
+from streams.topics import Topics
+
+ENV_PREFIX = "INTEREST_STREAM_"
+_SECRETS = frozenset({"sasl_password"})
+
+
+class SettingsError(ValueError):
+    """A setting is missing, malformed or inconsistent."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything a worker or the demo can be configured with.
+
+    ``bootstrap_servers`` empty means: start the embedded broker.
+    """
+
+    app_id: str = "interest-stream"
+    bootstrap_servers: str = ""
+    security_protocol: str = "PLAINTEXT"
+    sasl_mechanism: str = ""
+    sasl_username: str = ""
+    sasl_password: str = ""
+    topic_prefix: str = ""
+    partitions: int = 4
+    data_dir: str = ".interest-stream"
+    store: str = "sqlite"
+    encoder_device: str = "auto"
+    encoder_cache: str = ""
+    encoder_batch_size: int = 64
+    top_k: int = 10
+    window_events: int = 50
+    window_seconds: float = 7 * 86400.0
+    half_life_seconds: float = 3 * 86400.0
+    short_term_weight: float = 0.3
+    batch_max: int = 500
+    batch_within_seconds: float = 0.05
+    #: Small on the embedded broker: it waits this long for group joins.
+    rebalance_timeout_seconds: float = 6.0
+    session_timeout_seconds: float = 6.0
+    commit_interval_seconds: float = 1.0
+    #: Longest a fetch waits on the broker for data (Faust's own is 1.5 s).
+    fetch_max_wait_ms: int = 100
+    log_level: str = "info"
+
+    def __post_init__(self) -> None:
+        if self.partitions < 1:
+            raise SettingsError("partitions must be >= 1")
+        if self.store not in ("sqlite",):
+            raise SettingsError(f"unknown store {self.store!r} (known: sqlite)")
+        if self.encoder_device not in ("auto", "cpu", "cuda"):
+            raise SettingsError("encoder_device must be auto, cpu or cuda")
+        if self.security_protocol not in ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"):
+            raise SettingsError(f"unknown security_protocol {self.security_protocol!r}")
+        if not 0.0 <= self.short_term_weight <= 1.0:
+            raise SettingsError("short_term_weight must be within [0, 1]")
+        for name in ("top_k", "window_events", "batch_max", "encoder_batch_size"):
+            if getattr(self, name) < 1:
+                raise SettingsError(f"{name} must be >= 1")
+
+    def __repr__(self) -> str:
+        shown = []
+        for f in fields(self):
+            value = getattr(self, f.name)
+            shown.append(f"{f.name}={'***' if f.name in _SECRETS and value else repr(value)}")
+        return f"Settings({', '.join(shown)})"
+
+    __str__ = __repr__
+
+    def replace(self, **changes: Any) -> Settings:
+        return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+    @property
+    def topics(self) -> Topics:
+        return Topics(partitions=self.partitions).prefixed(self.topic_prefix)
+
+    @property
+    def state_path(self) -> Path:
+        return Path(self.data_dir) / "state.sqlite"
+
+    def core_params(self) -> CoreParams:
+        return CoreParams(
+            k=self.top_k,
+            window=WindowSpec(self.window_events, self.window_seconds or None),
+            updater=TimeDecayUpdater(self.half_life_seconds),
+            short_term_weight=self.short_term_weight,
+        )
+
+
+def load_settings(env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+    """Defaults < config file < environment < ``overrides`` (None values ignored)."""
+    env = os.environ if env is None else env
+    values: dict[str, Any] = {}
+    config = env.get(ENV_PREFIX + "CONFIG")
+    if config:
+        try:
+            values.update(tomllib.loads(Path(config).read_text()))
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise SettingsError(f"cannot read config file {config}: {exc}") from exc
+    for f in fields(Settings):
+        raw = env.get(ENV_PREFIX + f.name.upper())
+        if raw is not None:
+            values[f.name] = raw
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    unknown = set(values) - {f.name for f in fields(Settings)}
+    if unknown:
+        raise SettingsError(f"unknown settings: {', '.join(sorted(unknown))}")
+    return Settings(**{name: _coerce(name, value) for name, value in values.items()})
+
+
+def _coerce(name: str, value: Any) -> Any:
+    kind = type(getattr(Settings, name))
+    if isinstance(value, kind) and not (kind is not bool and isinstance(value, bool)):
+        return value
+    try:
+        if kind is bool:
+            return str(value).lower() in ("1", "true", "yes", "on")
+        return kind(value)
+    except (TypeError, ValueError) as exc:
+        raise SettingsError(f"setting {name}: cannot read {value!r} as {kind.__name__}") from exc

@@ -1,0 +1,189 @@
+"""Tier 3: the whole pipeline through the embedded broker and a worker process.
+
+Every test uses its own item and user ids, so they share one worker.
+"""
+
+from __future__ import annotations
+
+import base64
+
+import numpy as np
+import pytest
+
+from models.catalogue import Catalogue
+from models.core import step
+from streams import codec
+from streams.workload import bad_behaviour_records, synthetic_workload, to_json_bytes
+from tests.pipeline_fixtures import Pipeline
+
+pytestmark = pytest.mark.broker
+
+NOW = 1_750_000_000.0
+
+
+def scenario(prefix: str, *, users: int = 4, events: int = 20, items_per_tag: int = 6):
+    """A small synthetic workload with ids prefixed so tests do not collide."""
+    w = synthetic_workload(users=users, items_per_tag=items_per_tag, events_per_user=events, seed=5)
+    items = [{**i, "item_id": prefix + i["item_id"]} for i in w.items]
+    evs = [
+        {**e, "user_id": prefix + e["user_id"], "item_id": prefix + e["item_id"],
+         "event_id": prefix + e["event_id"]}
+        for e in w.events
+    ]  # fmt: skip
+    return items, evs
+
+
+def item_records(items: list[dict]) -> list[tuple[bytes, bytes]]:
+    return [(i["item_id"].encode(), to_json_bytes(i)) for i in items]
+
+
+def event_records(events: list[dict]) -> list[tuple[bytes, bytes]]:
+    return [(e["user_id"].encode(), to_json_bytes(e)) for e in events]
+
+
+def test_deltas_equal_an_offline_replay_of_the_same_batches(pipeline: Pipeline) -> None:
+    items, events = scenario("r-")
+    pipeline.send(pipeline.settings.topics.items, item_records(items))
+    pipeline.send(pipeline.settings.topics.behaviours, event_records(events))
+
+    store = pipeline.store()
+    catalogue = Catalogue(384)
+    for item in store.get_items([i["item_id"] for i in items]).values():
+        catalogue.upsert(item.item_id, item.vector, item.tags)
+    params = pipeline.settings.core_params()
+    users = sorted({e["user_id"] for e in events})
+    stored = store.get_states(users)
+    for user in users:
+        mine = [e for e in events if e["user_id"] == user]
+        decoded = [codec.decode_behaviour(None, to_json_bytes(e), None, NOW) for e in mine]
+        deltas = pipeline.deltas(user)
+        assert deltas, f"no deltas for {user}"
+        versions = [d["version"] for d in deltas]
+        assert versions == sorted(set(versions))
+        state, done = None, 0
+        for delta in deltas:
+            # The batch ends at this delta's last event; batches that moved no
+            # rank published nothing and are folded into it.
+            last = decoded.index(
+                next(e for e in decoded if e.event_id == delta["cause"]["event_ids"][-1])
+            )
+            result = step(state, decoded[done : last + 1], catalogue, NOW, params)
+            state, done = result.state, last + 1
+            expected = result.delta
+            assert expected is not None
+            assert delta["cause"]["event_ids"][-1] == expected.cause.event_ids[-1]
+            assert _items(delta["added"]) == [(i, r) for i, _, r in expected.added]
+            assert _items(delta["removed"], "previous_rank") == list(expected.removed)
+            assert [(x["item_id"], x["rank"], x["previous_rank"]) for x in delta["reranked"]] == [
+                (i, r, p) for i, _, r, p in expected.reranked
+            ]
+            np.testing.assert_allclose(
+                [x["score"] for x in delta["top_k"]], [s for _, s in expected.top_k], atol=2e-6
+            )
+        assert done == len(decoded), "every event is in some delta's batch"
+        assert [x["item_id"] for x in deltas[-1]["top_k"]] == [i for i, _ in stored[user].top_k]
+        assert stored[user].events_applied == len(decoded)
+        np.testing.assert_allclose(stored[user].interest, state.interest, rtol=1e-5, atol=1e-6)
+    store.close()
+
+
+def test_bad_records_go_to_dead_letters_and_the_worker_keeps_going(pipeline: Pipeline) -> None:
+    items, events = scenario("b-", users=1, events=3)
+    topics = pipeline.settings.topics
+    pipeline.send(topics.items, item_records(items))
+    bad = bad_behaviour_records()
+    positions = pipeline.send(topics.behaviours, [(k, v) for _, k, v, _ in bad])
+    pipeline.send(topics.behaviours, event_records(events))
+
+    letters = {
+        (d["source"]["partition"], d["source"]["offset"]): d
+        for _, d in pipeline.dead_letters()
+        if d["source"]["topic"] == topics.behaviours
+    }
+    for (name, key, value, code), pos in zip(bad, positions, strict=True):
+        letter = letters.get(pos)
+        assert letter is not None, f"no dead letter for {name}"
+        assert letter["reason"] == code, name
+        assert base64.b64decode(letter["value_b64"]) == value
+        assert base64.b64decode(letter["key_b64"]) == key
+        assert letter["message"]
+    # the good events after the bad ones were applied
+    deltas = pipeline.deltas(events[0]["user_id"])
+    assert deltas and deltas[-1]["interest"]["events"] == len(events)
+
+
+def test_a_duplicate_event_is_applied_once(pipeline: Pipeline) -> None:
+    items, events = scenario("d-", users=1, events=2)
+    topics = pipeline.settings.topics
+    pipeline.send(topics.items, item_records(items))
+    first, second = events
+    pipeline.send(topics.behaviours, event_records([first]))
+    dup = {**first, "type": "click"}  # same event_id, other content: still the same event
+    positions = pipeline.send(topics.behaviours, event_records([dup, second]))
+
+    reasons = {(d["source"]["partition"], d["source"]["offset"]): d["reason"]
+               for _, d in pipeline.dead_letters()}  # fmt: skip
+    assert reasons[positions[0]] == "duplicate"
+    store = pipeline.store()
+    state = store.get_states([first["user_id"]])[first["user_id"]]
+    store.close()
+    assert state.events_applied == 2
+    assert state.recent_event_ids.count(first["event_id"]) == 1
+
+
+def test_an_event_waits_for_its_item_then_applies(pipeline: Pipeline) -> None:
+    items, events = scenario("p-", users=1, events=1)
+    topics = pipeline.settings.topics
+    (event,) = events
+    target = next(i for i in items if i["item_id"] == event["item_id"])
+    pipeline.send(topics.items, item_records([i for i in items if i is not target]))
+    pipeline.send(topics.behaviours, event_records(events))
+    store = pipeline.store()
+    waiting = store.get_states([event["user_id"]])[event["user_id"]]
+    assert [p.event_id for p in waiting.pending] == [event["event_id"]]
+
+    pipeline.send(topics.items, item_records([target]))
+    deltas = pipeline.deltas(event["user_id"])
+    assert deltas[-1]["cause"]["event_ids"] == [event["event_id"]]
+    assert deltas[-1]["added"]
+    after = store.get_states([event["user_id"]])[event["user_id"]]
+    store.close()
+    assert after.pending == () and after.events_applied == 1
+    assert event["item_id"] in after.consumed
+
+
+def test_a_tombstone_removes_the_item_from_recommendations(pipeline: Pipeline) -> None:
+    items, events = scenario("t-", users=1, events=4)
+    topics = pipeline.settings.topics
+    pipeline.send(topics.items, item_records(items))
+    pipeline.send(topics.behaviours, event_records(events))
+    user = events[0]["user_id"]
+    before = pipeline.deltas(user)[-1]
+    gone = before["top_k"][0]["item_id"]
+
+    pipeline.send(topics.items, [(gone.encode(), None)])
+    last = pipeline.deltas(user)[-1]
+    assert last["version"] > before["version"]
+    assert last["cause"]["kind"] == "items" and last["cause"]["item_ids"] == [gone]
+    assert {"item_id": gone, "previous_rank": 0} in last["removed"]
+    assert gone not in [x["item_id"] for x in last["top_k"]]
+    assert len(last["top_k"]) == len(before["top_k"])
+
+
+def test_inline_item_text_is_encoded_on_arrival(pipeline: Pipeline) -> None:
+    items, _ = scenario("n-", users=1, events=1)
+    topics = pipeline.settings.topics
+    pipeline.send(topics.items, item_records(items))
+    event = {
+        "user_id": "n-reader", "item_id": "n-unlisted", "type": "like", "ts": 1_700_000_000,
+        "text": "A crew of astronauts drifts through a nebula on a failing starship",
+    }  # fmt: skip
+    pipeline.send(topics.behaviours, event_records([event]))
+    (delta,) = pipeline.deltas("n-reader")
+    assert len(delta["cause"]["event_ids"]) == 1
+    assert delta["interest"]["mid_term"][0][0] == "space"
+    assert "n-unlisted" not in [x["item_id"] for x in delta["top_k"]]
+
+
+def _items(rows: list[dict], rank: str = "rank") -> list[tuple[str, int]]:
+    return [(x["item_id"], x[rank]) for x in rows]
