@@ -188,11 +188,11 @@ def ensure_topics(bootstrap: str, topics: Topics, **security: object) -> list[st
                 admin.create_topics(wanted)
             created = [t.name for t in wanted]
         described = admin.describe_topics([name for name, _, _ in topics.specs()])
-        for spec, desc in zip(topics.specs(), described, strict=True):
-            count = len(desc.get("partitions") or [])
-            if count and count != spec[1]:
+        counts = {d["name"]: len(d.get("partitions") or []) for d in described}
+        for name, parts, _ in topics.specs():
+            if counts.get(name, parts) != parts:
                 raise BrokerError(
-                    f"topic {spec[0]} has {count} partitions, interest-stream needs {spec[1]}"
+                    f"topic {name} has {counts[name]} partitions, interest-stream needs {parts}"
                 )
     finally:
         admin.close()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 import sys
 import tempfile
@@ -11,7 +12,7 @@ from pathlib import Path
 
 import click
 
-from streams.settings import Settings, SettingsError, load_settings
+from streams.settings import ENV_PREFIX, Settings, SettingsError, load_settings
 
 
 def _settings(**overrides: object) -> Settings:
@@ -19,6 +20,17 @@ def _settings(**overrides: object) -> Settings:
         return load_settings(**overrides)
     except SettingsError as exc:
         raise click.UsageError(str(exc)) from exc
+
+
+SYNTHETIC_SCALE = {
+    "half_life_seconds": 6 * 3600.0,
+    "window_events": 10,
+    "window_seconds": 6 * 3600.0,
+}
+
+
+def _is_set(name: str) -> bool:
+    return ENV_PREFIX + name.upper() in os.environ
 
 
 @click.group()
@@ -72,7 +84,10 @@ def demo(
 
     logging.basicConfig(level=logging.WARNING)
     temp = None if data_dir else tempfile.mkdtemp(prefix="interest-stream-demo-")
-    settings = _settings(bootstrap_servers=bootstrap, data_dir=data_dir or temp)
+    # The synthetic users act every ~45 min over a day or two: decay and window
+    # on that time scale (unless set explicitly) make their shifts visible.
+    scale = {} if movielens else {k: v for k, v in SYNTHETIC_SCALE.items() if not _is_set(k)}
+    settings = _settings(bootstrap_servers=bootstrap, data_dir=data_dir or temp, **scale)
     if movielens:
         workload = movielens_workload(movielens, max_users=max_users)
     else:

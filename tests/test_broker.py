@@ -1,0 +1,38 @@
+"""The embedded broker's lifecycle and explicit topic creation."""
+
+from __future__ import annotations
+
+import pytest
+from kafka.admin import NewTopic
+
+from streams.broker import BrokerError, EmbeddedBroker, admin_client, ensure_topics
+from streams.topics import Topics
+
+pytestmark = pytest.mark.broker
+
+
+def test_start_and_stop_leave_nothing_running(tmp_path) -> None:
+    broker = EmbeddedBroker(log_dir=tmp_path)
+    with broker:
+        proc = broker._proc
+        assert proc is not None and proc.poll() is None
+    assert proc.poll() is not None
+
+
+def test_topics_are_created_with_their_partition_counts(embedded_broker) -> None:
+    topics = Topics(partitions=3).prefixed("bt-")
+    created = ensure_topics(embedded_broker.bootstrap, topics)
+    assert set(created) == {name for name, _, _ in topics.specs()}
+    assert ensure_topics(embedded_broker.bootstrap, topics) == []  # idempotent
+    admin = admin_client(embedded_broker.bootstrap)
+    described = {d["name"]: len(d["partitions"]) for d in admin.describe_topics()}
+    admin.close()
+    assert described["bt-behaviours"] == 3 and described["bt-dead-letters"] == 1
+
+
+def test_a_topic_with_the_wrong_partition_count_is_refused(embedded_broker) -> None:
+    admin = admin_client(embedded_broker.bootstrap)
+    admin.create_topics([NewTopic("wp-behaviours", 1, 1)])
+    admin.close()
+    with pytest.raises(BrokerError, match="wp-behaviours has 1 partitions"):
+        ensure_topics(embedded_broker.bootstrap, Topics(partitions=2).prefixed("wp-"))

@@ -1,0 +1,156 @@
+"""Tier 2: the shell with in-memory parts (SQLite in memory, the ONNX encoder)."""
+
+from __future__ import annotations
+
+import base64
+import json
+
+import pytest
+
+from models.core import CoreParams
+from models.encoder import OnnxEncoder
+from models.state import UserState
+from streams.codec import DEAD_LETTER_SCHEMA
+from streams.processor import (
+    BehaviourProcessor,
+    CatalogueSync,
+    ItemProcessor,
+    RawRecord,
+)
+from streams.settings import Settings
+from streams.stores.sqlite import SqliteStore
+from streams.workload import bad_item_records, synthetic_workload, to_json_bytes
+
+SETTINGS = Settings(top_k=5)
+TOPICS = SETTINGS.topics
+NOW = 1_750_000_000.0
+
+
+class Worker:
+    """One worker's processors over a store."""
+
+    def __init__(self, store: SqliteStore, encoder: OnnxEncoder) -> None:
+        self.sync = CatalogueSync(store, encoder.dim)
+        self.items = ItemProcessor(store, self.sync, encoder, TOPICS)
+        self.behaviours = BehaviourProcessor(
+            store, self.sync, encoder, SETTINGS.core_params(), TOPICS, clock=lambda: NOW
+        )
+
+
+class StaleReads:
+    """A store whose reads return an old snapshot: a worker that lost its partitions."""
+
+    def __init__(self, store: SqliteStore, snapshot: dict[str, UserState]) -> None:
+        self._store, self._snapshot = store, snapshot
+
+    def get_states(self, user_ids: list[str]) -> dict[str, UserState]:
+        return {u: s for u, s in self._snapshot.items() if u in user_ids}
+
+    def put_states(self, states: list[UserState]) -> list[str]:
+        return self._store.put_states(states)
+
+
+@pytest.fixture
+def store() -> SqliteStore:
+    return SqliteStore(":memory:")
+
+
+@pytest.fixture
+def worker(store: SqliteStore, onnx_cpu_encoder: OnnxEncoder) -> Worker:
+    return Worker(store, onnx_cpu_encoder)
+
+
+WORKLOAD = synthetic_workload(users=3, items_per_tag=4, events_per_user=6, seed=3)
+
+
+def item_records(items=WORKLOAD.items, start: int = 0) -> list[RawRecord]:
+    return [
+        RawRecord(TOPICS.items, 0, start + n, i["item_id"].encode(), to_json_bytes(i))
+        for n, i in enumerate(items)
+    ]
+
+
+def event_records(events=WORKLOAD.events, start: int = 0) -> list[RawRecord]:
+    return [
+        RawRecord(TOPICS.behaviours, 0, start + n, e["user_id"].encode(), to_json_bytes(e), 1000)
+        for n, e in enumerate(events)
+    ]
+
+
+def outputs(outcome, topic: str) -> list[dict]:
+    return [json.loads(o.value) for o in outcome.outputs if o.topic == topic]
+
+
+def test_items_are_encoded_once_unless_their_text_changes(worker: Worker) -> None:
+    first = worker.items.process(item_records())
+    assert first.counts["encoded"] == len(WORKLOAD.items)
+    again = worker.items.process(item_records(start=100))
+    assert again.counts["encoded"] == 0
+    changed = {**WORKLOAD.items[0], "text": "A completely different story about bread."}
+    third = worker.items.process(item_records([changed], start=200))
+    assert third.counts["encoded"] == 1
+
+
+def test_bad_items_are_dead_lettered(worker: Worker) -> None:
+    bad = [
+        RawRecord(TOPICS.items, 1, n, key, value)
+        for n, (_, key, value, _) in enumerate(bad_item_records())
+    ]
+    out = worker.items.process(bad)
+    letters = outputs(out, TOPICS.dead_letters)
+    assert [x["reason"] for x in letters] == [code for *_, code in bad_item_records()]
+    assert all(x["schema"] == DEAD_LETTER_SCHEMA for x in letters)
+    assert [x["source"]["offset"] for x in letters] == list(range(len(bad)))
+
+
+def test_a_replayed_batch_changes_nothing_and_restates_the_list(
+    worker: Worker, store: SqliteStore
+) -> None:
+    worker.items.process(item_records())
+    batch = event_records()
+    first = worker.behaviours.process(batch)
+    users = sorted({e["user_id"] for e in WORKLOAD.events})
+    before = store.get_states(users)
+    replay = worker.behaviours.process(batch)  # e.g. after a crash before the commit
+    after = store.get_states(users)
+    assert {u: s.version for u, s in after.items()} == {u: s.version for u, s in before.items()}
+    assert replay.counts["replayed"] == len(batch) and replay.counts["events"] == 0
+    restated = outputs(replay, TOPICS.deltas)
+    assert {d["cause"]["kind"] for d in restated} == {"replay"}
+    last = {d["user_id"]: d for d in outputs(first, TOPICS.deltas)}
+    for d in restated:
+        assert d["version"] == last[d["user_id"]]["version"]
+        assert d["top_k"] == last[d["user_id"]]["top_k"]
+        assert d["added"] == [] and d["removed"] == []
+
+
+def test_a_zombie_worker_cannot_overwrite_newer_state(
+    store: SqliteStore, onnx_cpu_encoder: OnnxEncoder
+) -> None:
+    live, zombie = Worker(store, onnx_cpu_encoder), Worker(store, onnx_cpu_encoder)
+    live.items.process(item_records())
+    events = [e for e in WORKLOAD.events if e["user_id"] == WORKLOAD.events[0]["user_id"]]
+    live.behaviours.process(event_records(events[:2]))
+    stale = store.get_states([events[0]["user_id"]])
+
+    # The zombie read the state before the live worker applied the next batch.
+    zombie.behaviours.store = StaleReads(store, stale)
+    live.behaviours.process(event_records(events[2:4], start=2))
+    out = zombie.behaviours.process(event_records(events[2:5], start=2))
+
+    assert out.counts["fenced"] == 1
+    assert outputs(out, TOPICS.deltas) == []
+    now = store.get_states([events[0]["user_id"]])[events[0]["user_id"]]
+    assert now.events_applied == 4  # the zombie's extra event did not land
+
+
+def test_pending_overflow_is_dead_lettered_not_dropped(worker: Worker) -> None:
+    worker.behaviours.params = CoreParams(k=3, max_pending=2)
+    events = [
+        {"user_id": "u", "item_id": f"missing-{n}", "type": "view", "ts": 1_700_000_000 + n}
+        for n in range(3)
+    ]
+    out = worker.behaviours.process(event_records(events))
+    (letter,) = outputs(out, TOPICS.dead_letters)
+    assert letter["reason"] == "pending_overflow"
+    assert json.loads(base64.b64decode(letter["value_b64"]))["item_id"] == "missing-0"
