@@ -9,10 +9,7 @@ dead letters, and prints a summary. Everything it started is stopped.
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
-import sys
 import time
 from collections import Counter
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -25,8 +22,9 @@ from tqdm import tqdm
 
 from models.encoder import ensure_exported
 from streams.broker import BrokerError, broker_for, committed, ensure_topics, wait_committed
-from streams.settings import ENV_PREFIX, Settings
+from streams.settings import Settings
 from streams.tail import TopicTail, ends_of, publish
+from streams.worker import spawn_worker, stop_worker
 from streams.workload import Workload, bad_behaviour_records, to_json_bytes
 
 
@@ -62,7 +60,7 @@ def run_demo(
     with broker_for(settings.bootstrap_servers, log_dir=data_dir) as bootstrap:
         topics = settings.topics
         ensure_topics(bootstrap, topics)
-        worker = _start_worker(settings, bootstrap, data_dir / "worker.log")
+        worker = spawn_worker(settings, bootstrap, data_dir / "worker.log")
         outputs = {topics.deltas: settings.partitions, topics.dead_letters: 1}
         producer = KafkaProducer(
             bootstrap_servers=bootstrap, linger_ms=5, max_request_size=8 * 1024 * 1024
@@ -87,7 +85,7 @@ def run_demo(
                 seen = _seen(tail, topics.deltas)
         finally:
             producer.close()
-            _stop_worker(worker)
+            stop_worker(worker)
 
     n_bad = len(records) - len(workload.events)
     summary = _summary(workload, seen, len(records), n_bad, elapsed, rate, show_user)
@@ -115,37 +113,6 @@ def _seen(tail: TopicTail, deltas_topic: str) -> Seen:
         else:
             seen.dead_letters.append(value)
     return seen
-
-
-def _start_worker(settings: Settings, bootstrap: str, log_path: Path) -> subprocess.Popen:
-    env = dict(os.environ)
-    env.update(_settings_env(settings))
-    env[ENV_PREFIX + "BOOTSTRAP_SERVERS"] = bootstrap
-    with log_path.open("ab") as log_file:
-        return subprocess.Popen(
-            [sys.executable, "-m", "streams.cli", "worker"],
-            env=env,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-        )
-
-
-def _stop_worker(worker: subprocess.Popen) -> None:
-    if worker.poll() is not None:
-        return
-    worker.send_signal(signal.SIGTERM)
-    try:
-        worker.wait(30)
-    except subprocess.TimeoutExpired:
-        worker.kill()
-        worker.wait(10)
-
-
-def _settings_env(settings: Settings) -> dict[str, str]:
-    from dataclasses import fields
-
-    return {ENV_PREFIX + f.name.upper(): str(getattr(settings, f.name)) for f in fields(settings)}
 
 
 def _wait_committed(

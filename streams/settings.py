@@ -87,6 +87,10 @@ class Settings:
 
     __str__ = __repr__
 
+    def to_env(self) -> dict[str, str]:
+        """Environment variables that `load_settings` reads back as these settings."""
+        return {ENV_PREFIX + f.name.upper(): str(getattr(self, f.name)) for f in fields(self)}
+
     def replace(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
 

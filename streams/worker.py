@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import logging
+import os
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import faust
@@ -45,3 +49,29 @@ def run_worker(settings: Settings, bootstrap: str) -> None:
         worker.execute_from_commandline()
     finally:
         store.close()
+
+
+def spawn_worker(settings: Settings, bootstrap: str, log_path: Path) -> subprocess.Popen:
+    """Start `interest-stream worker` as a child process with ``settings``."""
+    env = {**os.environ, **settings.replace(bootstrap_servers=bootstrap).to_env()}
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with log_path.open("ab") as log_file:
+        return subprocess.Popen(
+            [sys.executable, "-m", "streams.cli", "worker"],
+            env=env,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+
+
+def stop_worker(worker: subprocess.Popen, timeout: float = 30.0) -> None:
+    """SIGTERM (Faust commits and leaves the group), SIGKILL if it hangs."""
+    if worker.poll() is not None:
+        return
+    worker.send_signal(signal.SIGTERM)
+    try:
+        worker.wait(timeout)
+    except subprocess.TimeoutExpired:
+        worker.kill()
+        worker.wait(10)

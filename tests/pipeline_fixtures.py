@@ -5,23 +5,21 @@ one worker process, started once; each test uses its own users and items.
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from kafka import KafkaProducer
 
 from streams.broker import EmbeddedBroker, ensure_topics, wait_committed
-from streams.settings import ENV_PREFIX, Settings
+from streams.settings import Settings
 from streams.stores.sqlite import SqliteStore
 from streams.tail import Received, TopicTail, ends_of, publish
+from streams.worker import spawn_worker, stop_worker
 
 
 @pytest.fixture(scope="session")
@@ -92,20 +90,8 @@ def pipeline(
     )
     bootstrap = embedded_broker.bootstrap
     ensure_topics(bootstrap, settings.topics)
-    env = dict(os.environ)
-    env.update(
-        {ENV_PREFIX + f.name.upper(): str(getattr(settings, f.name)) for f in fields(settings)}
-    )
-    env[ENV_PREFIX + "BOOTSTRAP_SERVERS"] = bootstrap
     log_path = data_dir / "worker.log"
-    with log_path.open("ab") as log:
-        worker = subprocess.Popen(
-            [sys.executable, "-m", "streams.cli", "worker"],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-        )
+    worker = spawn_worker(settings, bootstrap, log_path)
     topics = settings.topics
     producer = KafkaProducer(bootstrap_servers=bootstrap, max_request_size=8 * 1024 * 1024)
     tail = TopicTail(bootstrap, {topics.deltas: settings.partitions, topics.dead_letters: 1})
@@ -114,10 +100,5 @@ def pipeline(
             yield Pipeline(bootstrap, settings, worker, producer, tail, log_path)
         finally:
             producer.close()
-            worker.send_signal(signal.SIGTERM)
-            try:
-                worker.wait(30)
-            except subprocess.TimeoutExpired:
-                worker.kill()
-                worker.wait()
+            stop_worker(worker)
             print(log_path.read_text(errors="replace")[-3000:])

