@@ -13,12 +13,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 import faust
 from faust.types import EventT
 
+from models.encoder.base import Encoder
 from streams import transport
 from streams.processor import (
     BehaviourProcessor,
@@ -34,6 +36,7 @@ from streams.stores.base import Store
 log = logging.getLogger("interest_stream.app")
 
 MAX_MESSAGE_BYTES = 8 * 1024 * 1024
+T = TypeVar("T")
 
 
 @dataclass
@@ -46,7 +49,7 @@ class Runtime:
     items: ItemProcessor
 
 
-def build_runtime(settings: Settings, store: Store, encoder) -> Runtime:
+def build_runtime(settings: Settings, store: Store, encoder: Encoder) -> Runtime:
     sync = CatalogueSync(store, encoder.dim)
     topics = settings.topics
     return Runtime(
@@ -127,7 +130,7 @@ def _raw(event: EventT) -> RawRecord:
     return RawRecord(msg.topic, msg.partition, msg.offset, msg.key, msg.value, stamp)
 
 
-async def _retrying(what: str, action: Callable, max_delay: float = 30.0):
+async def _retrying(what: str, action: Callable[[], Awaitable[T]], max_delay: float = 30.0) -> T:
     """Retry an infrastructure action forever with capped exponential backoff.
 
     Blocking the partition is the safe choice: the batch is neither lost nor

@@ -1,0 +1,173 @@
+"""The pipeline against a bare Faust pass-through, side by side, one run.
+
+    .venv/bin/python benchmarks/pipeline_vs_passthrough.py [--events 10000] [--repeats 2]
+
+Both are Faust workers on the same embedded broker with the same transport,
+batching and commit settings. The pass-through consumes `behaviours` and
+produces every record unchanged to an output topic; the pipeline decodes,
+reads and writes states, runs the core and produces deltas. Each round
+publishes the same events unpaced once the worker is ready and times from
+the first produce to the last committed offset. Modes alternate. Writes
+benchmarks/results/pipeline_vs_passthrough.json and a bar chart.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+from kafka import KafkaProducer
+
+from streams.broker import EmbeddedBroker, ensure_topics, wait_committed
+from streams.settings import Settings, load_settings
+from streams.tail import ends_of, publish
+from streams.worker import spawn_worker, stop_worker
+from streams.workload import synthetic_workload, to_json_bytes
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def run_passthrough_worker() -> None:
+    """The bare Faust pass-through (child process; settings from the environment)."""
+    import faust
+
+    from streams import transport
+
+    settings = load_settings()
+    topics = settings.topics
+    app = faust.App(
+        settings.app_id,
+        broker=f"{transport.SCHEME}://{settings.bootstrap_servers}",
+        store="memory://",
+        web_enabled=False,
+        autodiscover=False,
+        topic_allow_declare=False,
+        broker_commit_interval=settings.commit_interval_seconds,
+        broker_rebalance_timeout=settings.rebalance_timeout_seconds,
+        broker_session_timeout=settings.session_timeout_seconds,
+        broker_heartbeat_interval=1.0,
+        consumer_auto_offset_reset="earliest",
+    )
+    app.fetch_max_wait_ms = settings.fetch_max_wait_ms
+    raw = {"key_serializer": "raw", "value_serializer": "raw"}
+    out = app.topic(topics.deltas, **raw)
+
+    @app.agent(app.topic(topics.behaviours, **raw), name="passthrough")
+    async def passthrough(stream: faust.StreamT) -> None:
+        async for events in stream.take_events(
+            settings.batch_max, within=settings.batch_within_seconds
+        ):
+            futures = [await out.send(key=e.message.key, value=e.message.value) for e in events]
+            await asyncio.gather(*futures)
+
+    faust.Worker(app, loglevel="warning", quiet=True).execute_from_commandline()
+
+
+def one_round(mode: str, bootstrap: str, workload, encoder_cache: str) -> float:
+    run = uuid.uuid4().hex[:8]
+    settings = Settings(
+        app_id=f"bench-{mode}-{run}",
+        topic_prefix=f"{mode[:2]}{run}-",
+        data_dir=tempfile.mkdtemp(prefix=f"bench-{mode}-"),
+        encoder_cache=encoder_cache,
+    )
+    topics = settings.topics
+    ensure_topics(bootstrap, topics)
+    log = Path(settings.data_dir) / "worker.log"
+    if mode == "pipeline":
+        worker = spawn_worker(settings, bootstrap, log)
+    else:
+        worker = _spawn_passthrough(settings, bootstrap, log)
+    producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)
+    try:
+        # Not timed: the catalogue (pipeline) or one record (pass-through) to
+        # know the worker has joined its group and is consuming.
+        if mode == "pipeline":
+            items = [(i["item_id"].encode(), to_json_bytes(i)) for i in workload.items]
+            ready = (topics.items, publish(producer, topics.items, items))
+        else:
+            ready = (topics.behaviours, publish(producer, topics.behaviours, [(b"w", b"{}")]))
+        wait_committed(bootstrap, settings.app_id, ready[0], ends_of(ready[1]), timeout=180,
+                       alive=lambda: worker.poll() is None)  # fmt: skip
+        records = [(e["user_id"].encode(), to_json_bytes(e)) for e in workload.events]
+        start = time.perf_counter()
+        positions = publish(producer, topics.behaviours, records)
+        wait_committed(bootstrap, settings.app_id, topics.behaviours, ends_of(positions),
+                       timeout=600, alive=lambda: worker.poll() is None)  # fmt: skip
+        return len(records) / (time.perf_counter() - start)
+    finally:
+        producer.close()
+        stop_worker(worker)
+
+
+def _spawn_passthrough(settings: Settings, bootstrap: str, log: Path) -> subprocess.Popen:
+    env = {**os.environ, **settings.replace(bootstrap_servers=bootstrap).to_env()}
+    with log.open("ab") as out:
+        return subprocess.Popen(
+            [sys.executable, __file__, "--passthrough-worker"],
+            env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        )  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--events", type=int, default=10_000)
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--passthrough-worker", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.passthrough_worker:
+        run_passthrough_worker()
+        return
+
+    from models.encoder import ensure_exported
+
+    encoder_cache = str(ensure_exported().parent)
+    users = max(1, args.events // 50)
+    workload = synthetic_workload(users=users, events_per_user=50, seed=1)
+    rates: dict[str, list[float]] = {"passthrough": [], "pipeline": []}
+    with EmbeddedBroker() as broker:
+        for _ in range(args.repeats):
+            for mode in rates:
+                rate = one_round(mode, broker.bootstrap, workload, encoder_cache)
+                rates[mode].append(round(rate, 1))
+                print(f"{mode:12s} {rate:8.1f} events/s", flush=True)
+    median = {mode: statistics.median(r) for mode, r in rates.items()}
+    result = {
+        "events": len(workload.events),
+        "users": users,
+        "broker": "embedded tansu",
+        "events_per_second": rates,
+        "median_events_per_second": median,
+        "pipeline_over_passthrough": round(median["pipeline"] / median["passthrough"], 3),
+    }
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "pipeline_vs_passthrough.json").write_text(json.dumps(result, indent=2))
+    _plot(median, RESULTS / "pipeline_vs_passthrough.png")
+    print(json.dumps(result, indent=2))
+
+
+def _plot(median: dict[str, float], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 3))
+    ax.bar(list(median), list(median.values()), color=["#999999", "#3b7dd8"])
+    ax.set_ylabel("events / second (median)")
+    ax.set_title("Faust pass-through vs interest-stream, same broker")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+if __name__ == "__main__":
+    main()
