@@ -12,6 +12,7 @@ import logging
 import os
 import shutil
 import socket
+import ssl
 import subprocess
 import tempfile
 import time
@@ -21,6 +22,7 @@ from pathlib import Path
 from kafka.admin import KafkaAdminClient, NewTopic
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 
+from streams.settings import Settings
 from streams.topics import Topics
 
 log = logging.getLogger("interest_stream.broker")
@@ -199,6 +201,31 @@ def ensure_topics(bootstrap: str, topics: Topics, **security: object) -> list[st
     return created
 
 
+def kafka_security(settings: Settings) -> dict[str, object]:
+    """kafka-python keyword arguments for the configured security protocol."""
+    config: dict[str, object] = {"security_protocol": settings.security_protocol}
+    if settings.security_protocol.startswith("SASL"):
+        config.update(
+            sasl_mechanism=settings.sasl_mechanism,
+            sasl_plain_username=settings.sasl_username,
+            sasl_plain_password=settings.sasl_password,
+        )
+    context = ssl_context(settings)
+    if context is not None:
+        config["ssl_context"] = context
+    return config
+
+
+def ssl_context(settings: Settings) -> ssl.SSLContext | None:
+    """TLS context for SSL / SASL_SSL, trusting ``ssl_ca_file`` (system CAs if unset)."""
+    if settings.security_protocol not in ("SSL", "SASL_SSL"):
+        return None
+    context = ssl.create_default_context(cafile=settings.ssl_ca_file or None)
+    if settings.ssl_cert_file:
+        context.load_cert_chain(settings.ssl_cert_file, settings.ssl_key_file or None)
+    return context
+
+
 def committed(bootstrap: str, group: str, topic: str, **security: object) -> dict[int, int]:
     """The group's committed offsets on ``topic``, per partition."""
     admin = admin_client(bootstrap, **security)
@@ -218,12 +245,13 @@ def wait_committed(
     timeout: float,
     alive: Callable[[], bool] = lambda: True,
     progress: Callable[[int, int], None] = lambda done, total: None,
+    **security: object,
 ) -> None:
     """Block until ``group`` has committed at least ``ends`` (partition -> offset)."""
     total = sum(ends.values())
     deadline = time.monotonic() + timeout
     while True:
-        offsets = committed(bootstrap, group, topic)
+        offsets = committed(bootstrap, group, topic, **security)
         done = sum(min(offsets.get(p, 0), end) for p, end in ends.items())
         progress(done, total)
         if done >= total:

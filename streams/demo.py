@@ -21,7 +21,14 @@ from kafka import KafkaProducer
 from tqdm import tqdm
 
 from models.encoder import ensure_exported
-from streams.broker import BrokerError, broker_for, committed, ensure_topics, wait_committed
+from streams.broker import (
+    BrokerError,
+    broker_for,
+    committed,
+    ensure_topics,
+    kafka_security,
+    wait_committed,
+)
 from streams.settings import Settings
 from streams.tail import TopicTail, ends_of, publish
 from streams.worker import spawn_worker, stop_worker
@@ -59,27 +66,26 @@ def run_demo(
 
     with broker_for(settings.bootstrap_servers, log_dir=data_dir) as bootstrap:
         topics = settings.topics
-        ensure_topics(bootstrap, topics)
+        security = kafka_security(settings) if settings.bootstrap_servers else {}
+        ensure_topics(bootstrap, topics, **security)
         worker = spawn_worker(settings, bootstrap, data_dir / "worker.log")
         outputs = {topics.deltas: settings.partitions, topics.dead_letters: 1}
         producer = KafkaProducer(
-            bootstrap_servers=bootstrap, linger_ms=5, max_request_size=8 * 1024 * 1024
+            **security, bootstrap_servers=bootstrap, linger_ms=5, max_request_size=8 * 1024 * 1024
         )
         try:
-            with TopicTail(bootstrap, outputs) as tail:
+            with TopicTail(bootstrap, outputs, **security) as tail:
                 items = [(i["item_id"].encode(), to_json_bytes(i)) for i in workload.items]
                 item_ends = ends_of(publish(producer, topics.items, items))
                 print(f"published {len(items)} items; waiting for the worker", flush=True)
-                _wait_committed(
-                    bootstrap, settings.app_id, item_ends, worker, timeout, topics.items
-                )
+                watch = _Watch(bootstrap, settings.app_id, worker, timeout, security)
+                watch.until_committed(topics.items, item_ends)
                 started = time.time()
                 with ThreadPoolExecutor(1) as pool:
                     publishing = pool.submit(
                         publish, producer, topics.behaviours, records, rate=rate
                     )
-                    _follow_progress(bootstrap, settings.app_id, topics.behaviours, len(records),
-                                     publishing, worker, timeout)  # fmt: skip
+                    watch.progress(topics.behaviours, len(records), publishing)
                 elapsed = time.time() - started
                 time.sleep(1.0)  # deltas are on the broker before commits: let the tail read them
                 seen = _seen(tail, topics.deltas)
@@ -115,46 +121,40 @@ def _seen(tail: TopicTail, deltas_topic: str) -> Seen:
     return seen
 
 
-def _wait_committed(
-    bootstrap: str,
-    group: str,
-    ends: dict[int, int],
-    worker: subprocess.Popen,
-    timeout: float,
-    topic: str,
-) -> None:
-    """Wait until the worker's group has committed ``ends`` on ``topic``."""
-    try:
-        wait_committed(
-            bootstrap, group, topic, ends, timeout=timeout, alive=lambda: worker.poll() is None
-        )
-    except BrokerError as exc:
-        raise DemoError(f"{exc}; see worker.log") from exc
+@dataclass
+class _Watch:
+    """Follows the worker's committed offsets (its progress) on the broker."""
 
+    bootstrap: str
+    group: str
+    worker: subprocess.Popen
+    timeout: float
+    security: dict[str, object]
 
-def _follow_progress(
-    bootstrap: str,
-    group: str,
-    topic: str,
-    total: int,
-    publishing: Future,
-    worker: subprocess.Popen,
-    timeout: float,
-) -> None:
-    """A progress bar of committed records while the replay is still producing."""
-    deadline = time.monotonic() + timeout
-    with tqdm(total=total, desc="processed", unit="ev") as bar:
-        while time.monotonic() < deadline:
-            offsets = committed(bootstrap, group, topic)
-            bar.update(sum(offsets.values()) - bar.n)
-            if publishing.done():
-                ends = ends_of(publishing.result())
-                if all(offsets.get(p, 0) >= end for p, end in ends.items()):
-                    return
-            if worker.poll() is not None:
-                raise DemoError(f"worker exited with {worker.returncode}; see worker.log")
-            time.sleep(0.2)
-    raise DemoError(f"timed out after {timeout}s waiting for the worker")
+    def until_committed(self, topic: str, ends: dict[int, int]) -> None:
+        try:
+            wait_committed(
+                self.bootstrap, self.group, topic, ends, timeout=self.timeout,
+                alive=lambda: self.worker.poll() is None, **self.security,
+            )  # fmt: skip
+        except BrokerError as exc:
+            raise DemoError(f"{exc}; see worker.log") from exc
+
+    def progress(self, topic: str, total: int, publishing: Future) -> None:
+        """A progress bar of committed records while the replay is still producing."""
+        deadline = time.monotonic() + self.timeout
+        with tqdm(total=total, desc="processed", unit="ev") as bar:
+            while time.monotonic() < deadline:
+                offsets = committed(self.bootstrap, self.group, topic, **self.security)
+                bar.update(sum(offsets.values()) - bar.n)
+                if publishing.done():
+                    ends = ends_of(publishing.result())
+                    if all(offsets.get(p, 0) >= end for p, end in ends.items()):
+                        return
+                if self.worker.poll() is not None:
+                    raise DemoError(f"worker exited with {self.worker.returncode}; see worker.log")
+                time.sleep(0.2)
+        raise DemoError(f"timed out after {self.timeout}s waiting for the worker")
 
 
 def _summary(

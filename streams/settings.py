@@ -8,6 +8,7 @@ Sources, later wins: defaults, a TOML file named by ``INTEREST_STREAM_CONFIG``
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import tomllib
 from collections.abc import Mapping
@@ -21,7 +22,11 @@ from models.window import WindowSpec
 from streams.topics import Topics
 
 ENV_PREFIX = "INTEREST_STREAM_"
-_SECRETS = frozenset({"sasl_password"})
+_SECRETS = frozenset({"sasl_password", "cassandra_password"})
+_ROLES = frozenset({"behaviours", "items"})
+_CONSISTENCY = frozenset(
+    {"ONE", "TWO", "THREE", "QUORUM", "ALL", "LOCAL_QUORUM", "EACH_QUORUM", "LOCAL_ONE"}
+)
 
 
 class SettingsError(ValueError):
@@ -36,15 +41,34 @@ class Settings:
     """
 
     app_id: str = "interest-stream"
+    #: Which agents this worker runs: "behaviours", "items" or both. Encoder
+    #: (GPU) workers run "items" under their own app_id.
+    roles: str = "behaviours,items"
     bootstrap_servers: str = ""
     security_protocol: str = "PLAINTEXT"
-    sasl_mechanism: str = ""
+    sasl_mechanism: str = "PLAIN"
     sasl_username: str = ""
     sasl_password: str = ""
+    ssl_ca_file: str = ""
+    ssl_cert_file: str = ""
+    ssl_key_file: str = ""
     topic_prefix: str = ""
     partitions: int = 4
     data_dir: str = ".interest-stream"
     store: str = "sqlite"
+    cassandra_contact_points: str = "127.0.0.1"
+    cassandra_port: int = 9042
+    cassandra_keyspace: str = "interest_stream"
+    cassandra_local_dc: str = ""
+    #: JSON replication map used when the keyspace is created.
+    cassandra_replication: str = '{"class": "SimpleStrategy", "replication_factor": 1}'
+    cassandra_read_consistency: str = "LOCAL_QUORUM"
+    cassandra_write_consistency: str = "LOCAL_QUORUM"
+    cassandra_username: str = ""
+    cassandra_password: str = ""
+    cassandra_ssl_ca_file: str = ""
+    #: Inactive users' states expire after this long (0: never).
+    state_ttl_seconds: int = 0
     encoder_device: str = "auto"
     encoder_cache: str = ""
     encoder_batch_size: int = 64
@@ -66,8 +90,23 @@ class Settings:
     def __post_init__(self) -> None:
         if self.partitions < 1:
             raise SettingsError("partitions must be >= 1")
-        if self.store not in ("sqlite",):
-            raise SettingsError(f"unknown store {self.store!r} (known: sqlite)")
+        if self.store not in ("sqlite", "cassandra"):
+            raise SettingsError(f"unknown store {self.store!r} (known: sqlite, cassandra)")
+        if not self.role_set or not self.role_set <= _ROLES:
+            raise SettingsError(f"roles must be a comma-separated subset of {sorted(_ROLES)}")
+        if self.sasl_mechanism not in ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"):
+            raise SettingsError("sasl_mechanism must be PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512")
+        if self.security_protocol.startswith("SASL") and not self.sasl_username:
+            raise SettingsError(f"{self.security_protocol} needs sasl_username and sasl_password")
+        for name in ("cassandra_read_consistency", "cassandra_write_consistency"):
+            if getattr(self, name) not in _CONSISTENCY:
+                raise SettingsError(f"{name} must be one of {sorted(_CONSISTENCY)}")
+        try:
+            replication = json.loads(self.cassandra_replication)
+        except json.JSONDecodeError as exc:
+            raise SettingsError(f"cassandra_replication is not JSON: {exc}") from exc
+        if not isinstance(replication, dict) or "class" not in replication:
+            raise SettingsError("cassandra_replication must be a JSON object with a 'class'")
         if self.encoder_device not in ("auto", "cpu", "cuda"):
             raise SettingsError("encoder_device must be auto, cpu or cuda")
         if self.security_protocol not in ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"):
@@ -93,6 +132,10 @@ class Settings:
 
     def replace(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+    @property
+    def role_set(self) -> frozenset[str]:
+        return frozenset(r.strip() for r in self.roles.split(",") if r.strip())
 
     @property
     def topics(self) -> Topics:

@@ -31,8 +31,9 @@ class TopicTail:
     ...     tail.wait_for(lambda recs: len(recs) >= 10, timeout=30)
     """
 
-    def __init__(self, bootstrap: str, partitions: dict[str, int]) -> None:
+    def __init__(self, bootstrap: str, partitions: dict[str, int], **security: object) -> None:
         self._consumer = KafkaConsumer(
+            **security,
             bootstrap_servers=bootstrap,
             enable_auto_commit=False,
             auto_offset_reset="earliest",

@@ -14,7 +14,7 @@ import faust
 from models.encoder import OnnxEncoder, ensure_exported
 from models.encoder.base import Encoder
 from streams.app import build_runtime, create_app
-from streams.broker import ensure_topics
+from streams.broker import ensure_topics, kafka_security
 from streams.settings import Settings
 from streams.stores.base import Store
 from streams.stores.sqlite import SqliteStore
@@ -42,7 +42,7 @@ def run_worker(settings: Settings, bootstrap: str) -> None:
     log.info("starting worker with %s on %s", settings, bootstrap)
     store = open_store(settings)
     encoder = open_encoder(settings)
-    ensure_topics(bootstrap, settings.topics)
+    ensure_topics(bootstrap, settings.topics, **kafka_security(settings))
     app = create_app(settings, bootstrap, build_runtime(settings, store, encoder))
     worker = faust.Worker(app, loglevel=settings.log_level, quiet=True)
     try:
