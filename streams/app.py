@@ -22,6 +22,7 @@ from faust.types import EventT
 
 from models.encoder.base import Encoder
 from streams import transport
+from streams.broker import ssl_context
 from streams.processor import (
     BehaviourProcessor,
     CatalogueSync,
@@ -32,10 +33,10 @@ from streams.processor import (
 )
 from streams.settings import Settings
 from streams.stores.base import Store
+from streams.topics import MAX_MESSAGE_BYTES
 
 log = logging.getLogger("interest_stream.app")
 
-MAX_MESSAGE_BYTES = 8 * 1024 * 1024
 T = TypeVar("T")
 
 
@@ -107,20 +108,21 @@ def create_app(settings: Settings, bootstrap: str, runtime: Runtime) -> faust.Ap
             outcome.counts, (t1 - t0) * 1000, (t2 - t1) * 1000,
         )  # fmt: skip
 
-    @app.agent(app.topic(topics.behaviours, topics.wakeups, **raw), name="behaviours")
-    async def behaviours(stream: faust.StreamT) -> None:
-        async for events in stream.take_events(
-            settings.batch_max, within=settings.batch_within_seconds
-        ):
-            await run_batch(events, runtime.behaviours.process)
+    def batched_agent(name: str, sources: tuple[str, ...], process: Callable) -> None:
+        async def agent(stream: faust.StreamT) -> None:
+            async for events in stream.take_events(
+                settings.batch_max, within=settings.batch_within_seconds
+            ):
+                await run_batch(events, process)
 
-    @app.agent(app.topic(topics.items, **raw), name="items")
-    async def items(stream: faust.StreamT) -> None:
-        async for events in stream.take_events(
-            settings.batch_max, within=settings.batch_within_seconds
-        ):
-            await run_batch(events, runtime.items.process)
+        app.agent(app.topic(*sources, **raw), name=name)(agent)
 
+    # Only the agents of this worker's roles subscribe: encoder (GPU) workers
+    # run "items" alone, under their own consumer group.
+    if "behaviours" in settings.role_set:
+        batched_agent("behaviours", (topics.behaviours, topics.wakeups), runtime.behaviours.process)
+    if "items" in settings.role_set:
+        batched_agent("items", (topics.items,), runtime.items.process)
     return app
 
 
@@ -149,10 +151,15 @@ async def _retrying(what: str, action: Callable[[], Awaitable[T]], max_delay: fl
 
 
 def _credentials(settings: Settings) -> faust.types.auth.CredentialsT | None:
+    """Faust credentials for SSL, SASL_PLAINTEXT and SASL_SSL (PLAIN or SCRAM)."""
+    context = ssl_context(settings)
     if settings.security_protocol.startswith("SASL"):
         return faust.SASLCredentials(
             username=settings.sasl_username,
             password=settings.sasl_password,
-            mechanism=settings.sasl_mechanism or "PLAIN",
+            mechanism=settings.sasl_mechanism,
+            ssl_context=context,
         )
+    if context is not None:
+        return faust.SSLCredentials(context)
     return None

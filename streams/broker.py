@@ -181,7 +181,7 @@ def ensure_topics(bootstrap: str, topics: Topics, **security: object) -> list[st
     try:
         existing = set(admin.list_topics())
         wanted = [
-            NewTopic(name, parts, 1, topic_configs=conf)
+            NewTopic(name, parts, topics.replication, topic_configs=conf)
             for name, parts, conf in topics.specs()
             if name not in existing
         ]
@@ -199,6 +199,18 @@ def ensure_topics(bootstrap: str, topics: Topics, **security: object) -> list[st
     finally:
         admin.close()
     return created
+
+
+def delete_topics(bootstrap: str, topics: Topics, **security: object) -> list[str]:
+    """Delete the topics that exist among ``topics``; returns those deleted."""
+    admin = admin_client(bootstrap, **security)
+    try:
+        names = [name for name, _, _ in topics.specs() if name in set(admin.list_topics())]
+        if names:
+            admin.delete_topics(names)
+    finally:
+        admin.close()
+    return names
 
 
 def kafka_security(settings: Settings) -> dict[str, object]:
@@ -251,7 +263,12 @@ def wait_committed(
     total = sum(ends.values())
     deadline = time.monotonic() + timeout
     while True:
-        offsets = committed(bootstrap, group, topic, **security)
+        try:
+            offsets = committed(bootstrap, group, topic, **security)
+        except KafkaError as exc:  # e.g. the group coordinator is still being elected
+            if not exc.retriable:
+                raise
+            offsets = {}
         done = sum(min(offsets.get(p, 0), end) for p, end in ends.items())
         progress(done, total)
         if done >= total:

@@ -8,6 +8,7 @@ import os
 import shutil
 import sys
 import tempfile
+import uuid
 from pathlib import Path
 
 import click
@@ -38,23 +39,70 @@ def main() -> None:
     """Streaming interest evolution: behaviours in, recommendation deltas out."""
 
 
+def _cassandra_overrides(cassandra: str | None) -> dict[str, object]:
+    """``--cassandra HOST[,HOST...][:PORT]`` as settings overrides."""
+    if not cassandra:
+        return {}
+    hosts, _, port = cassandra.rpartition(":") if ":" in cassandra else (cassandra, "", "")
+    overrides: dict[str, object] = {"store": "cassandra", "cassandra_contact_points": hosts}
+    if port:
+        if not port.isdigit():
+            raise click.UsageError(f"--cassandra: bad port in {cassandra!r}")
+        overrides["cassandra_port"] = int(port)
+    return overrides
+
+
 @main.command()
 @click.option("--bootstrap", help="Kafka bootstrap servers; none: start the embedded broker.")
+@click.option("--cassandra", help="Cassandra contact points HOST[,HOST][:PORT] (store=cassandra).")
+@click.option("--roles", help="Agents to run: behaviours, items, or both (default).")
 @click.option("--data-dir", help="Folder of the embedded store.")
-def worker(bootstrap: str | None, data_dir: str | None) -> None:
-    """Run a Faust worker against the configured (or an embedded) broker."""
+def worker(
+    bootstrap: str | None, cassandra: str | None, roles: str | None, data_dir: str | None
+) -> None:
+    """Run a Faust worker against the configured (or an embedded) broker.
+
+    Every setting can also come from INTEREST_STREAM_* variables or the TOML
+    file named by INTEREST_STREAM_CONFIG (see `interest-stream settings`).
+    """
     from streams.broker import broker_for
     from streams.worker import run_worker
 
-    settings = _settings(bootstrap_servers=bootstrap, data_dir=data_dir)
+    settings = _settings(
+        bootstrap_servers=bootstrap, roles=roles, data_dir=data_dir,
+        **_cassandra_overrides(cassandra),
+    )  # fmt: skip
     with broker_for(settings.bootstrap_servers, log_dir=settings.data_dir) as address:
         if not settings.bootstrap_servers:
             click.echo(f"embedded broker on {address}", err=True)
         run_worker(settings, address)
 
 
+@main.command("init")
+@click.option("--bootstrap", help="Kafka bootstrap servers (required here).")
+@click.option("--cassandra", help="Cassandra contact points HOST[,HOST][:PORT] (store=cassandra).")
+def init(bootstrap: str | None, cassandra: str | None) -> None:
+    """Create the topics and the store's schema on configured engines, then exit.
+
+    Idempotent: existing topics are checked (partition counts), existing
+    tables kept. Deployments run it once before the workers.
+    """
+    from streams.broker import ensure_topics, kafka_security
+    from streams.worker import open_store
+
+    settings = _settings(bootstrap_servers=bootstrap, **_cassandra_overrides(cassandra))
+    if not settings.bootstrap_servers:
+        raise click.UsageError("init needs --bootstrap or INTEREST_STREAM_BOOTSTRAP_SERVERS")
+    created = ensure_topics(settings.bootstrap_servers, settings.topics, **kafka_security(settings))
+    click.echo(f"topics: created {created or 'none'}; all {len(settings.topics.specs())} present")
+    store = open_store(settings)
+    store.close()
+    click.echo(f"store {settings.store}: schema ready")
+
+
 @main.command()
 @click.option("--kafka", "bootstrap", help="Use this Kafka instead of the embedded broker.")
+@click.option("--cassandra", help="Use this Cassandra HOST[,HOST][:PORT] as the state store.")
 @click.option("--movielens", type=click.Path(exists=True, file_okay=False), help="ml-100k dir.")
 @click.option("--max-users", type=int, default=None, help="MovieLens: first N users only.")
 @click.option("--users", type=int, default=40, show_default=True, help="Synthetic users.")
@@ -67,6 +115,7 @@ def worker(bootstrap: str | None, data_dir: str | None) -> None:
 @click.option("--timeout", type=float, default=900.0, show_default=True)
 def demo(
     bootstrap: str | None,
+    cassandra: str | None,
     movielens: str | None,
     max_users: int | None,
     users: int,
@@ -87,7 +136,18 @@ def demo(
     # The synthetic users act every ~45 min over a day or two: decay and window
     # on that time scale (unless set explicitly) make their shifts visible.
     scale = {} if movielens else {k: v for k, v in SYNTHETIC_SCALE.items() if not _is_set(k)}
-    settings = _settings(bootstrap_servers=bootstrap, data_dir=data_dir or temp, **scale)
+    # On shared engines each demo run gets its own topics and keyspace, so a
+    # second run never sees the first one's events or states.
+    run_id = uuid.uuid4().hex[:8]
+    isolate: dict[str, object] = {}
+    if bootstrap and not _is_set("topic_prefix"):
+        isolate["topic_prefix"] = f"demo-{run_id}-"
+    if cassandra and not _is_set("cassandra_keyspace"):
+        isolate["cassandra_keyspace"] = f"interest_stream_demo_{run_id}"
+    settings = _settings(
+        bootstrap_servers=bootstrap, data_dir=data_dir or temp,
+        **scale, **isolate, **_cassandra_overrides(cassandra),
+    )  # fmt: skip
     if movielens:
         workload = movielens_workload(movielens, max_users=max_users)
     else:

@@ -25,12 +25,14 @@ from streams.broker import (
     BrokerError,
     broker_for,
     committed,
+    delete_topics,
     ensure_topics,
     kafka_security,
     wait_committed,
 )
 from streams.settings import Settings
 from streams.tail import TopicTail, ends_of, publish
+from streams.topics import MAX_MESSAGE_BYTES
 from streams.worker import spawn_worker, stop_worker
 from streams.workload import Workload, bad_behaviour_records, to_json_bytes
 
@@ -71,7 +73,7 @@ def run_demo(
         worker = spawn_worker(settings, bootstrap, data_dir / "worker.log")
         outputs = {topics.deltas: settings.partitions, topics.dead_letters: 1}
         producer = KafkaProducer(
-            **security, bootstrap_servers=bootstrap, linger_ms=5, max_request_size=8 * 1024 * 1024
+            **security, bootstrap_servers=bootstrap, linger_ms=5, max_request_size=MAX_MESSAGE_BYTES
         )
         try:
             with TopicTail(bootstrap, outputs, **security) as tail:
@@ -92,11 +94,30 @@ def run_demo(
         finally:
             producer.close()
             stop_worker(worker)
+            _remove_run_data(settings, bootstrap, security)
 
     n_bad = len(records) - len(workload.events)
     summary = _summary(workload, seen, len(records), n_bad, elapsed, rate, show_user)
     _print_summary(summary)
     return summary
+
+
+def _remove_run_data(settings: Settings, bootstrap: str, security: dict[str, object]) -> None:
+    """On shared engines, drop this run's own topics and keyspace (see `cli.demo`)."""
+    if settings.bootstrap_servers and settings.topic_prefix.startswith("demo-"):
+        deleted = delete_topics(bootstrap, settings.topics, **security)
+        print(f"removed this run's topics ({len(deleted)})", flush=True)
+    if settings.store == "cassandra" and settings.cassandra_keyspace.startswith(
+        "interest_stream_demo_"
+    ):
+        from streams.stores.cassandra import CassandraStore
+
+        store = CassandraStore.from_settings(settings)
+        try:
+            store.drop_keyspace()
+        finally:
+            store.close()
+        print(f"removed this run's keyspace {settings.cassandra_keyspace}", flush=True)
 
 
 def _behaviour_records(workload: Workload, bad_records: bool) -> list[tuple[bytes, bytes]]:

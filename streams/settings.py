@@ -54,6 +54,8 @@ class Settings:
     ssl_key_file: str = ""
     topic_prefix: str = ""
     partitions: int = 4
+    #: Replication factor of the topics interest-stream creates.
+    replication_factor: int = 1
     data_dir: str = ".interest-stream"
     store: str = "sqlite"
     cassandra_contact_points: str = "127.0.0.1"
@@ -67,6 +69,8 @@ class Settings:
     cassandra_username: str = ""
     cassandra_password: str = ""
     cassandra_ssl_ca_file: str = ""
+    #: CQL schema to create (empty: deploy/cassandra/schema.cql of this checkout).
+    cassandra_schema_file: str = ""
     #: Inactive users' states expire after this long (0: never).
     state_ttl_seconds: int = 0
     encoder_device: str = "auto"
@@ -113,7 +117,9 @@ class Settings:
             raise SettingsError(f"unknown security_protocol {self.security_protocol!r}")
         if not 0.0 <= self.short_term_weight <= 1.0:
             raise SettingsError("short_term_weight must be within [0, 1]")
-        for name in ("top_k", "window_events", "batch_max", "encoder_batch_size"):
+        for name in (
+            "top_k", "window_events", "batch_max", "encoder_batch_size", "replication_factor"
+        ):  # fmt: skip
             if getattr(self, name) < 1:
                 raise SettingsError(f"{name} must be >= 1")
 
@@ -139,7 +145,9 @@ class Settings:
 
     @property
     def topics(self) -> Topics:
-        return Topics(partitions=self.partitions).prefixed(self.topic_prefix)
+        return Topics(partitions=self.partitions, replication=self.replication_factor).prefixed(
+            self.topic_prefix
+        )
 
     @property
     def state_path(self) -> Path:

@@ -25,6 +25,11 @@ log = logging.getLogger("interest_stream.worker")
 def open_store(settings: Settings) -> Store:
     if settings.store == "sqlite":
         return SqliteStore(settings.state_path)
+    if settings.store == "cassandra":
+        # Imported here: the embedded default never loads the driver.
+        from streams.stores.cassandra import CassandraStore
+
+        return CassandraStore.from_settings(settings)
     raise ValueError(f"unknown store {settings.store!r}")
 
 

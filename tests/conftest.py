@@ -1,3 +1,7 @@
 """Session fixtures: one encoder export, one embedded broker, one worker."""
 
-pytest_plugins = ["tests.encoder_fixtures", "tests.pipeline_fixtures"]
+pytest_plugins = [
+    "tests.encoder_fixtures",
+    "tests.engine_fixtures",
+    "tests.pipeline_fixtures",
+]

@@ -1,39 +1,39 @@
-"""Nothing lost, nothing applied twice: kill -9 a worker mid-stream, restart it."""
+"""Nothing lost, nothing applied twice: kill -9 a worker mid-stream, restart it.
+
+On the embedded engines and on Apache Kafka + Apache Cassandra.
+"""
 
 from __future__ import annotations
 
 import json
 import time
-import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 from kafka import KafkaProducer
+from kafka.errors import KafkaError
 
-from streams.broker import EmbeddedBroker, committed, ensure_topics, wait_committed
-from streams.settings import Settings
-from streams.stores.sqlite import SqliteStore
+from streams.broker import committed, ensure_topics, wait_committed
 from streams.tail import TopicTail, ends_of, publish
-from streams.worker import spawn_worker, stop_worker
+from streams.worker import open_store, spawn_worker, stop_worker
 from streams.workload import synthetic_workload, to_json_bytes
+from tests.pipeline_fixtures import backend_settings
 
 pytestmark = pytest.mark.broker
 
 
+@pytest.mark.parametrize("backend", ["embedded-sqlite", "kafka-cassandra"])
 def test_kill_and_restart_applies_every_event_exactly_once(
-    embedded_broker: EmbeddedBroker, encoder_artifact: Path, tmp_path: Path
+    backend: str, request: pytest.FixtureRequest, encoder_artifact: Path, tmp_path: Path
 ) -> None:
-    run = uuid.uuid4().hex[:8]
-    settings = Settings(
-        app_id=f"crash-{run}",
-        topic_prefix=f"c{run}-",
-        data_dir=str(tmp_path),
-        encoder_cache=str(encoder_artifact.parent),
+    settings, bootstrap = backend_settings(backend, request, tmp_path, encoder_artifact)
+    settings = settings.replace(
+        top_k=10,
         batch_max=40,  # small batches: the kill lands between commits
         commit_interval_seconds=0.5,
     )
-    bootstrap, topics = embedded_broker.bootstrap, settings.topics
+    topics = settings.topics
     ensure_topics(bootstrap, topics)
     w = synthetic_workload(users=12, items_per_tag=10, events_per_user=40, seed=9)
     producer = KafkaProducer(bootstrap_servers=bootstrap)
@@ -48,7 +48,7 @@ def test_kill_and_restart_applies_every_event_exactly_once(
         publishing = pool.submit(publish, producer, topics.behaviours, records, rate=150)
 
         deadline = time.monotonic() + 60
-        while sum(committed(bootstrap, settings.app_id, topics.behaviours).values()) == 0:
+        while sum(_committed(bootstrap, settings.app_id, topics.behaviours).values()) == 0:
             assert time.monotonic() < deadline, "the worker never committed"
             time.sleep(0.02)
         time.sleep(0.3)  # mid-way to the next commit: some applied batches are uncommitted
@@ -67,7 +67,7 @@ def test_kill_and_restart_applies_every_event_exactly_once(
         producer.close()
 
     users = sorted({e["user_id"] for e in w.events})
-    store = SqliteStore(settings.state_path)
+    store = open_store(settings)
     states = store.get_states(users)
     store.close()
     for user in users:
@@ -88,3 +88,13 @@ def test_kill_and_restart_applies_every_event_exactly_once(
             i for d in mine if d["cause"]["kind"] != "replay" for i in d["cause"]["event_ids"]
         ]
         assert len(applied) == len(set(applied)), f"{user}: an event was applied twice"
+
+
+def _committed(bootstrap: str, group: str, topic: str) -> dict[int, int]:
+    """Committed offsets; none yet while Kafka still elects the group coordinator."""
+    try:
+        return committed(bootstrap, group, topic)
+    except KafkaError as exc:
+        if not exc.retriable:
+            raise
+        return {}

@@ -1,4 +1,4 @@
-"""Tier 3: the whole pipeline through the embedded broker and a worker process.
+"""Tier 3: the whole pipeline through a real broker and a worker process, on four backends.
 
 Every test uses its own item and user ids, so they share one worker.
 """
@@ -84,7 +84,6 @@ def test_deltas_equal_an_offline_replay_of_the_same_batches(pipeline: Pipeline) 
         assert [x["item_id"] for x in deltas[-1]["top_k"]] == [i for i, _ in stored[user].top_k]
         assert stored[user].events_applied == len(decoded)
         np.testing.assert_allclose(stored[user].interest, state.interest, rtol=1e-5, atol=1e-6)
-    store.close()
 
 
 def test_bad_records_go_to_dead_letters_and_the_worker_keeps_going(pipeline: Pipeline) -> None:
@@ -126,7 +125,6 @@ def test_a_duplicate_event_is_applied_once(pipeline: Pipeline) -> None:
     assert reasons[positions[0]] == "duplicate"
     store = pipeline.store()
     state = store.get_states([first["user_id"]])[first["user_id"]]
-    store.close()
     assert state.events_applied == 2
     assert state.recent_event_ids.count(first["event_id"]) == 1
 
@@ -147,7 +145,6 @@ def test_an_event_waits_for_its_item_then_applies(pipeline: Pipeline) -> None:
     assert deltas[-1]["cause"]["event_ids"] == [event["event_id"]]
     assert deltas[-1]["added"]
     after = store.get_states([event["user_id"]])[event["user_id"]]
-    store.close()
     assert after.pending == () and after.events_applied == 1
     assert event["item_id"] in after.consumed
 

@@ -1,10 +1,17 @@
-"""The contract every store passes (embedded now; Cassandra joins this list)."""
+"""The contract every store passes: embedded SQLite (memory, file) and Cassandra.
+
+The Cassandra variant needs the session fixture ``cassandra_engine`` (from
+``tests.engine_fixtures``); each test gets a fresh keyspace, dropped after it.
+"""
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pytest
@@ -13,23 +20,49 @@ from models.state import PendingEvent, UserState, encode_state
 from streams.stores.base import Store, StoredItem
 from streams.stores.sqlite import SqliteStore
 
-
-def _sqlite_memory(tmp_path: Path) -> Store:
-    return SqliteStore(":memory:")
-
-
-def _sqlite_file(tmp_path: Path) -> Store:
-    return SqliteStore(tmp_path / "db" / "state.sqlite")
+if TYPE_CHECKING:
+    from deploy.engines.common import EngineInfo
 
 
-STORES = {"sqlite-memory": _sqlite_memory, "sqlite-file": _sqlite_file}
+@contextmanager
+def _sqlite_memory(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    s = SqliteStore(":memory:")
+    yield s
+    s.close()
+
+
+@contextmanager
+def _sqlite_file(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    s = SqliteStore(tmp_path / "db" / "state.sqlite")
+    yield s
+    s.close()
+
+
+@contextmanager
+def _cassandra(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    from streams.stores.cassandra import CassandraStore
+
+    engine = cassandra_engine_for(request)
+    s = CassandraStore(engine.host, engine.port, f"contract_{uuid.uuid4().hex[:12]}")
+    try:
+        yield s
+    finally:
+        s.drop_keyspace()
+        s.close()
+
+
+def cassandra_engine_for(request: pytest.FixtureRequest) -> EngineInfo:
+    """The session's Cassandra, started on first use (``tests.engine_fixtures``)."""
+    return request.getfixturevalue("cassandra_engine")
+
+
+STORES = {"sqlite-memory": _sqlite_memory, "sqlite-file": _sqlite_file, "cassandra": _cassandra}
 
 
 @pytest.fixture(params=sorted(STORES), ids=sorted(STORES))
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
-    s = STORES[request.param](tmp_path)
-    yield s
-    s.close()
+    with STORES[request.param](request, tmp_path) as s:
+        yield s
 
 
 def state(user: str, version: int, **kw) -> UserState:
@@ -65,11 +98,20 @@ def test_batch_put_and_get(store: Store) -> None:
 
 def test_version_never_goes_backwards(store: Store) -> None:
     store.put_states([state("u1", 2)])
+    # fenced per user: the stale u1 does not hold back u2 of the same batch
     assert store.put_states([state("u1", 1), state("u2", 1)]) == ["u1"]
+    assert store.get_states(["u2"])["u2"].version == 1
     assert store.put_states([state("u1", 2)]) == ["u1"]  # equal is stale too
     assert store.get_states(["u1"])["u1"].version == 2
     assert store.put_states([state("u1", 3)]) == []
     assert store.get_states(["u1"])["u1"].version == 3
+
+
+def test_same_user_twice_in_a_batch_is_written_in_order(store: Store) -> None:
+    assert store.put_states([state("u1", 1), state("u1", 2)]) == []
+    assert store.get_states(["u1"])["u1"].version == 2
+    assert store.put_states([state("u1", 4), state("u1", 3)]) == ["u1"]
+    assert store.get_states(["u1"])["u1"].version == 4
 
 
 def test_reads_do_not_change_state(store: Store) -> None:
@@ -100,6 +142,15 @@ def test_item_change_feed(store: Store) -> None:
     changes, c2 = store.items_changed_since(c1)
     assert [(c.item_id, c.vector) for c in changes] == [("i1", None)]
     assert store.items_changed_since(c2) == ([], c2)
+
+
+def test_change_feed_reports_an_item_once_at_its_latest_change(store: Store) -> None:
+    store.put_items([item("i1", 1), item("i2", 2)])
+    store.put_items([item("i1", 3)])
+    changes, cursor = store.items_changed_since(0)
+    assert [c.item_id for c in changes] == ["i2", "i1"]
+    np.testing.assert_array_equal(changes[1].vector, item("i1", 3).vector)
+    assert store.items_changed_since(cursor) == ([], cursor)
 
 
 def test_watchers_follow_the_latest_state(store: Store) -> None:

@@ -35,7 +35,10 @@ class Store(Protocol):
         ...
 
     def put_states(self, states: Sequence[UserState]) -> list[str]:
-        """Write states whose version is above the stored one, atomically as a batch.
+        """Write states whose version is above the stored one.
+
+        Each user's write is atomic and fenced on its own; a batch of users is
+        not atomic as a whole (a distributed store cannot promise that).
 
         Returns the user ids that were NOT written because the store already
         holds an equal or newer version.

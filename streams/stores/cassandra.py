@@ -1,0 +1,682 @@
+"""The store at scale: Apache Cassandra through cassandra-driver.
+
+Schema: ``deploy/cassandra/schema.cql`` (keyspace and replication substituted at
+start-up, every statement ``IF NOT EXISTS``, schema agreement awaited).
+
+User states: the version fence
+------------------------------
+Cassandra has no multi-partition transaction, so each user's write is fenced
+and atomic on its own; a batch of users is not atomic as a whole (the `Store`
+protocol promises no more). A write is a compare-and-set (Paxos lightweight
+transaction, serial consistency SERIAL or LOCAL_SERIAL) on the user's row:
+
+1. read ``version, write_clock, watched`` of every user of the micro-batch,
+   concurrently (one single-partition read per user, never one ``IN``);
+2. a stored version equal to or above the new one rejects the write (the
+   caller is a zombie that lost the partition, or replays an old batch);
+3. otherwise ``INSERT ... IF NOT EXISTS`` (new user) or
+   ``UPDATE ... IF version < :new AND write_clock = :seen`` (existing user);
+4. a CAS that lost to a concurrent writer is retried from 1 with a SERIAL
+   read (which also settles an in-flight Paxos round, so a CAS that timed
+   out is found applied or not by its unique ``write_clock``).
+
+``version < :new`` is the fence; ``write_clock = :seen`` makes the write a
+true compare-and-set, so the ``watched`` set read in step 1 is exactly the
+one being replaced. ``write_clock`` is strictly increasing per user
+(``max(now_us, seen + 1)``) and is used as the cell timestamp of the
+``watches`` rows written after a successful CAS: inserts for the new watched
+items, deletes for the dropped ones. Two successive winners' index writes may
+arrive in any order; the later state's timestamps win. A crash between the
+CAS and the index writes leaves the index behind until the batch is replayed
+(a write of the stored version is refused, and redoes the stored write's
+index changes, kept in the row as ``watched``/``unwatched``, with its clock)
+or the user's next write; the state itself is never wrong.
+
+Item change feed
+----------------
+``items_changed_since(cursor)`` needs a cursor that never skips a change. A
+timeuuid feed cannot give that under concurrent writers: a change stamped
+earlier can become visible after a reader moved past it. Here the feed is one
+partition (``item_changes``, feed = 'items') clustered by a gap-free bigint
+``seq``, with the head in a static column ``last_seq``. An append is one
+conditional batch on that partition: ``UPDATE ... SET last_seq = h + n IF
+last_seq = h`` plus the n rows ``h+1 .. h+n``. Allocation and the rows it
+numbers commit together, in Paxos order, so when a row is visible every lower
+one is (the feed is read at serial consistency, which makes that hold for
+any replica a read reaches). The item row itself is written before its feed
+entry, so a reader that sees a change fetches content at least that new.
+The feed is global, so its transactions and reads are always SERIAL (with
+LOCAL_SERIAL two data centres could hand out the same numbers). Costs:
+appends serialise on one partition (fine for a catalogue's rate of change),
+and the partition grows by ~40 bytes a change; the rows hold ids only, never
+vectors. ``items`` has no seq column: its content is always the latest, and
+a reader that sees a feed entry fetches it (or, from cursor 0, scans).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import ssl
+import time
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from cassandra import ConsistencyLevel, OperationTimedOut, WriteTimeout
+from cassandra.auth import PlainTextAuthProvider
+from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile, Session
+from cassandra.concurrent import execute_concurrent
+from cassandra.policies import DCAwareRoundRobinPolicy, TokenAwarePolicy
+from cassandra.query import (
+    BatchStatement,
+    BatchType,
+    PreparedStatement,
+    Statement,
+    dict_factory,
+)
+
+from models.state import UserState, decode_state, encode_state
+from streams.settings import Settings
+from streams.stores.base import StoredItem
+
+log = logging.getLogger("interest_stream.store.cassandra")
+
+#: The schema of this checkout; `Settings.cassandra_schema_file` overrides it.
+SCHEMA_FILE = Path(__file__).resolve().parents[2] / "deploy" / "cassandra" / "schema.cql"
+
+#: One replica: a single local node. Production names its DCs (NetworkTopologyStrategy).
+DEFAULT_REPLICATION = '{"class": "SimpleStrategy", "replication_factor": 1}'
+
+_KEYSPACE = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,47}")
+_REPLICATION_TOKEN = re.compile(r"[A-Za-z0-9_.\-]+")
+_FEED = "items"
+#: Rows per feed append; keeps a conditional batch far below batch_size_fail_threshold.
+_FEED_CHUNK = 100
+#: Compare-and-set rounds before a write is given up (only under heavy contention).
+_MAX_ROUNDS = 32
+#: A compare-and-set that failed with these may or may not have committed.
+_UNKNOWN_OUTCOME = (WriteTimeout, OperationTimedOut)
+
+
+class StoreContentionError(RuntimeError):
+    """A compare-and-set kept losing to concurrent writers."""
+
+
+@dataclass
+class _StateWrite:
+    """One user's write in flight through the compare-and-set rounds."""
+
+    state: UserState
+    blob: bytes
+    watched: frozenset[str]
+    index: int
+    #: Every CAS sent for this write: its write_clock -> the watched set it replaced.
+    attempts: dict[int, frozenset[str]] = field(default_factory=dict)
+    #: The write_clock of the attempt that committed.
+    clock: int = 0
+
+    def landed(self, row: Mapping[str, Any] | None) -> bool:
+        """Whether ``row`` is one of our attempts, committed (maybe after a timeout)."""
+        if not row or row.get("version") != self.state.version:
+            return False
+        clock = row.get("write_clock")
+        if clock not in self.attempts:
+            return False
+        self.clock = clock
+        return True
+
+    def stale(self, row: Mapping[str, Any] | None) -> bool:
+        """Whether ``row`` holds this version or a newer one (someone else's)."""
+        return bool(row) and row.get("version") is not None and row["version"] >= self.state.version
+
+
+@dataclass(frozen=True)
+class _IndexWrite:
+    """The ``watches`` entries of one stored state."""
+
+    user_id: str
+    clock: int
+    watched: frozenset[str]
+    dropped: frozenset[str]
+
+    @classmethod
+    def of_write(cls, w: _StateWrite) -> _IndexWrite:
+        replaced = w.attempts[w.clock]
+        return cls(w.state.user_id, w.clock, w.watched, replaced - w.watched)
+
+    @classmethod
+    def of_row(cls, user_id: str, row: Mapping[str, Any]) -> _IndexWrite:
+        watched, dropped = (frozenset(row[k] or ()) for k in ("watched", "unwatched"))
+        return cls(user_id, row["write_clock"], watched, dropped)
+
+
+class CassandraStore:
+    """`Store` on a Cassandra keyspace.
+
+    Parameters
+    ----------
+    contact_points, port
+        Where the driver finds the cluster (a comma-separated string or a list).
+    keyspace
+        Created with ``replication`` if it does not exist.
+    replication
+        The keyspace's replication map (a dict or its JSON), e.g.
+        ``{"class": "NetworkTopologyStrategy", "dc1": 3}``.
+    local_dc
+        Data centre of this worker: requests go to it (token-aware,
+        DC-aware round robin); empty lets the driver pick the contact's DC.
+    read_consistency, write_consistency
+        Consistency level names (``LOCAL_QUORUM``, ``QUORUM``, ``ONE`` ...).
+    serial_consistency
+        Of the lightweight transactions: ``SERIAL`` or ``LOCAL_SERIAL``.
+        Default: ``LOCAL_SERIAL`` when the write consistency is ``LOCAL_*``,
+        else ``SERIAL``. Fencing holds among writers using the same serial
+        scope, so writers of one user in several DCs need ``SERIAL``.
+    ttl_seconds
+        A user's state (and watch entries) expire this long after its last
+        write; 0 keeps them forever.
+    username, password
+        Plain-text authentication when ``username`` is set. Never logged.
+    ssl_ca_file
+        TLS with this CA bundle (certificates and host names are verified).
+    schema_file
+        CQL to create the keyspace and tables; `SCHEMA_FILE` by default.
+    create_schema
+        False to skip the DDL (the schema is managed elsewhere).
+    concurrency
+        Requests in flight at once for one batch.
+    protocol_version
+        Native protocol: 5 for Cassandra 4.0 and later (fixed, so the driver
+        does not probe and warn at every connect).
+    """
+
+    def __init__(
+        self,
+        contact_points: str | Sequence[str] = ("127.0.0.1",),
+        port: int = 9042,
+        keyspace: str = "interest_stream",
+        *,
+        replication: Mapping[str, Any] | str = DEFAULT_REPLICATION,
+        local_dc: str = "",
+        read_consistency: str = "LOCAL_QUORUM",
+        write_consistency: str = "LOCAL_QUORUM",
+        serial_consistency: str | None = None,
+        ttl_seconds: int = 0,
+        username: str = "",
+        password: str = "",
+        ssl_ca_file: str = "",
+        schema_file: str | Path | None = None,
+        create_schema: bool = True,
+        concurrency: int = 128,
+        protocol_version: int = 5,
+        connect_timeout: float = 10.0,
+        request_timeout: float = 20.0,
+    ) -> None:
+        if not _KEYSPACE.fullmatch(keyspace):
+            raise ValueError(f"invalid keyspace name {keyspace!r}")
+        if ttl_seconds < 0:
+            raise ValueError("ttl_seconds must be >= 0")
+        points = (
+            [p.strip() for p in contact_points.split(",") if p.strip()]
+            if isinstance(contact_points, str)
+            else list(contact_points)
+        )
+        self.contact_points = tuple(points)
+        self.port = port
+        self.keyspace = keyspace
+        self.ttl_seconds = int(ttl_seconds)
+        self.concurrency = concurrency
+        self._read_cl = _consistency(read_consistency)
+        self._write_cl = _consistency(write_consistency)
+        if serial_consistency is None:
+            local = write_consistency.upper().startswith("LOCAL_")
+            serial_consistency = "LOCAL_SERIAL" if local else "SERIAL"
+        if serial_consistency.upper() not in ("SERIAL", "LOCAL_SERIAL"):
+            raise ValueError("serial_consistency must be SERIAL or LOCAL_SERIAL")
+        self._serial_cl = _consistency(serial_consistency)
+        replication_cql = _replication_cql(replication)
+
+        profile = ExecutionProfile(
+            load_balancing_policy=TokenAwarePolicy(DCAwareRoundRobinPolicy(local_dc=local_dc)),
+            consistency_level=self._read_cl,
+            serial_consistency_level=self._serial_cl,
+            request_timeout=request_timeout,
+            row_factory=dict_factory,
+        )
+        ssl_context = None
+        if ssl_ca_file:
+            ssl_context = ssl.create_default_context(cafile=ssl_ca_file)
+        auth = PlainTextAuthProvider(username, password) if username else None
+        log.info(
+            "connecting to cassandra %s:%d keyspace=%s local_dc=%s user=%s tls=%s",
+            ",".join(points),
+            port,
+            keyspace,
+            local_dc or "-",
+            username or "-",
+            bool(ssl_context),
+        )
+        self._cluster = Cluster(
+            contact_points=points,
+            port=port,
+            execution_profiles={EXEC_PROFILE_DEFAULT: profile},
+            auth_provider=auth,
+            ssl_context=ssl_context,
+            connect_timeout=connect_timeout,
+            protocol_version=protocol_version,
+        )
+        self._feed_head: int | None = None
+        try:
+            self._session: Session = self._cluster.connect()
+            if create_schema:
+                self._create_schema(Path(schema_file or SCHEMA_FILE), replication_cql)
+            self._prepare()
+            self._execute(self._feed_init, (_FEED,))
+        except BaseException:
+            self._cluster.shutdown()
+            raise
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> CassandraStore:
+        return cls(
+            settings.cassandra_contact_points,
+            settings.cassandra_port,
+            settings.cassandra_keyspace,
+            replication=settings.cassandra_replication,
+            local_dc=settings.cassandra_local_dc,
+            read_consistency=settings.cassandra_read_consistency,
+            write_consistency=settings.cassandra_write_consistency,
+            ttl_seconds=settings.state_ttl_seconds,
+            username=settings.cassandra_username,
+            password=settings.cassandra_password,
+            ssl_ca_file=settings.cassandra_ssl_ca_file,
+            schema_file=settings.cassandra_schema_file or None,
+        )
+
+    def __repr__(self) -> str:
+        return (
+            f"CassandraStore({','.join(self.contact_points)}:{self.port}, "
+            f"keyspace={self.keyspace!r}, ttl_seconds={self.ttl_seconds})"
+        )
+
+    # -- user states -----------------------------------------------------
+
+    def get_states(self, user_ids: Sequence[str]) -> dict[str, UserState]:
+        users = list(dict.fromkeys(user_ids))
+        rows = self._concurrent([(self._get_state, (uid,)) for uid in users])
+        return {
+            uid: decode_state(r["state"]) for uid, r in zip(users, _firsts(rows), strict=True) if r
+        }
+
+    def put_states(self, states: Sequence[UserState]) -> list[str]:
+        # A user listed twice is written in list order, as a sequential store would.
+        waves: list[dict[str, _StateWrite]] = []
+        occurrences: dict[str, int] = {}
+        for i, state in enumerate(states):
+            n = occurrences.get(state.user_id, 0)
+            occurrences[state.user_id] = n + 1
+            if n == len(waves):
+                waves.append({})
+            watched = frozenset(state.watched_items())
+            waves[n][state.user_id] = _StateWrite(state, encode_state(state), watched, i)
+        rejected: list[int] = []
+        for wave in waves:
+            rejected.extend(w.index for w in self._put_wave(list(wave.values())))
+        return [states[i].user_id for i in sorted(rejected)]
+
+    def _put_wave(self, writes: list[_StateWrite]) -> list[_StateWrite]:
+        """Compare-and-set every write (one user each); the rejected ones are returned."""
+        todo = writes
+        applied: list[_StateWrite] = []
+        rejected: list[_StateWrite] = []
+        heal: list[_IndexWrite] = []
+        last_error: Exception | None = None
+        for round_ in range(_MAX_ROUNDS):
+            if not todo:
+                break
+            # After the first round only SERIAL reads: they settle in-flight Paxos rounds.
+            reads = [self._fence_read(w.state.user_id, serial=round_ > 0) for w in todo]
+            cas: list[tuple[_StateWrite, PreparedStatement, tuple]] = []
+            for w, row in zip(todo, _firsts(self._concurrent(reads)), strict=True):
+                if w.landed(row):
+                    applied.append(w)  # an attempt that timed out did commit
+                elif w.stale(row):
+                    rejected.append(w)
+                    if row and row["version"] == w.state.version:
+                        # A replay: redo the stored state's index entries in case the
+                        # writer crashed between its CAS and its index writes.
+                        heal.append(_IndexWrite.of_row(w.state.user_id, row))
+                else:
+                    cas.append((w, *self._cas_statement(w, row)))
+            outcomes = self._concurrent([(s, p) for _, s, p in cas], tolerate=_UNKNOWN_OUTCOME)
+            todo = []
+            for (w, _, _), outcome in zip(cas, outcomes, strict=True):
+                if isinstance(outcome, Exception):
+                    log.warning("user %s: CAS outcome unknown: %r", w.state.user_id, outcome)
+                    last_error = outcome
+                    todo.append(w)
+                elif outcome.was_applied:
+                    applied.append(w)
+                else:
+                    # The failed CAS returns the row's current fence columns.
+                    current = outcome.one()
+                    if w.landed(current):
+                        applied.append(w)
+                    elif w.stale(current):
+                        rejected.append(w)
+                    else:  # lost a race to a lower version, or the row just expired
+                        log.debug("user %s: CAS lost, retrying", w.state.user_id)
+                        todo.append(w)
+        if todo:
+            users = ", ".join(sorted(w.state.user_id for w in todo)[:5])
+            raise StoreContentionError(f"could not write the states of {users}") from last_error
+        self._write_watches([_IndexWrite.of_write(w) for w in applied] + heal)
+        return rejected
+
+    def _fence_read(self, user_id: str, serial: bool) -> tuple[Statement, tuple | None]:
+        """A user's fence; at serial consistency it also settles an in-flight Paxos round."""
+        if not serial:
+            return self._get_fence, (user_id,)
+        bound = self._get_fence.bind((user_id,))
+        bound.consistency_level = self._serial_cl
+        return bound, None
+
+    def _cas_statement(
+        self, w: _StateWrite, row: Mapping[str, Any] | None
+    ) -> tuple[PreparedStatement, tuple]:
+        seen_clock = row["write_clock"] if row else None
+        clock = max(time.time_ns() // 1000, (seen_clock or 0) + 1, max(w.attempts, default=0) + 1)
+        replaced = frozenset(row["watched"] or ()) if row else frozenset()
+        w.attempts[clock] = replaced
+        w.clock = clock
+        s, now, ttl = w.state, datetime.now(UTC), self.ttl_seconds
+        # Kept in the row so that a replay can redo this write's index changes.
+        unwatched = replaced - w.watched
+        if row is None:
+            params = (s.user_id, s.version, w.blob, now, w.watched, unwatched, clock, ttl)
+            return self._insert_state, params
+        return self._update_state, (
+            *(ttl, s.version, w.blob, now, w.watched, unwatched, clock),
+            *(s.user_id, s.version, seen_clock),
+        )
+
+    def _write_watches(self, writes: list[_IndexWrite]) -> None:
+        """Index writes stamped with the state's write_clock: the newest state's win."""
+        statements: list[tuple[Statement, tuple | None]] = []
+        ttl = self.ttl_seconds
+        for x in writes:
+            statements += [(self._watch_add, (i, x.user_id, ttl, x.clock)) for i in x.watched]
+            statements += [(self._watch_del, (x.clock, i, x.user_id)) for i in x.dropped]
+        self._concurrent(statements)
+
+    def watchers(self, item_ids: Sequence[str]) -> dict[str, set[str]]:
+        items = list(dict.fromkeys(item_ids))
+        results = self._concurrent([(self._watchers, (item,)) for item in items])
+        out: dict[str, set[str]] = {}
+        for item, rows in zip(items, results, strict=True):
+            users = {r["user_id"] for r in rows}
+            if users:
+                out[item] = users
+        return out
+
+    # -- items -------------------------------------------------------------
+
+    def put_items(self, items: Sequence[StoredItem]) -> None:
+        # Last occurrence wins and orders the feed, as sequential upserts would.
+        unique: dict[str, StoredItem] = {}
+        for item in items:
+            unique.pop(item.item_id, None)
+            unique[item.item_id] = item
+        order = list(unique)
+        now = datetime.now(UTC)
+        self._concurrent(
+            [
+                (
+                    self._put_item,
+                    (
+                        item.item_id,
+                        None if item.vector is None else _vector_bytes(item.vector),
+                        item.title,
+                        list(item.tags),
+                        item.content_hash,
+                        item.vector is None,
+                        now,
+                    ),
+                )
+                for item in unique.values()
+            ]
+        )
+        # Only after the rows: a reader that sees a change must find its content.
+        for start in range(0, len(order), _FEED_CHUNK):
+            self._append_feed(order[start : start + _FEED_CHUNK])
+
+    def _append_feed(self, item_ids: list[str]) -> None:
+        head = self._feed_head
+        for _ in range(_MAX_ROUNDS * 4):
+            if head is None:
+                row = self._execute(self._feed_head_read, (_FEED,)).one()
+                head = int(row["last_seq"]) if row and row["last_seq"] is not None else 0
+            batch = BatchStatement(
+                BatchType.UNLOGGED,
+                consistency_level=self._write_cl,
+                serial_consistency_level=ConsistencyLevel.SERIAL,
+            )
+            batch.add(self._feed_move, (head + len(item_ids), _FEED, head))
+            for k, item_id in enumerate(item_ids, 1):
+                batch.add(self._feed_row, (_FEED, head + k, item_id))
+            try:
+                result = self._session.execute(batch)
+            except _UNKNOWN_OUTCOME:
+                if self._feed_holds(head, item_ids):
+                    self._feed_head = head + len(item_ids)
+                    return
+                head = None
+                continue
+            if result.was_applied:
+                self._feed_head = head + len(item_ids)
+                return
+            row = result.one() or {}
+            head = row.get("last_seq")
+        raise StoreContentionError("could not append to the item change feed")
+
+    def _feed_holds(self, head: int, item_ids: list[str]) -> bool:
+        """After a timed-out append: did it commit? (A serial read settles the round.)"""
+        rows = self._execute(self._feed_range, (_FEED, head, head + len(item_ids)))
+        return [r["item_id"] for r in rows] == item_ids
+
+    def get_items(self, item_ids: Sequence[str]) -> dict[str, StoredItem]:
+        return {k: v for k, v in self._fetch_items(item_ids).items() if v.vector is not None}
+
+    def all_items(self) -> list[StoredItem]:
+        rows = self._execute(self._all_items, ())
+        return sorted(
+            (_item(r) for r in rows if not r["removed"] and r["vector"] is not None),
+            key=lambda i: i.item_id,
+        )
+
+    def items_changed_since(self, cursor: int) -> tuple[list[StoredItem], int]:
+        last: dict[str, int] = {}
+        new_cursor = cursor
+        for row in self._execute(self._feed_since, (_FEED, cursor)):
+            last.pop(row["item_id"], None)  # order by each item's latest change
+            last[row["item_id"]] = row["seq"]
+            new_cursor = row["seq"]
+        if cursor == 0:
+            # Everything changed: one table scan beats a read per item by ~10x.
+            items = {r["item_id"]: _item(r) for r in self._execute(self._all_items, ())}
+        else:
+            items = self._fetch_items(list(last))
+        return [items[i] for i in last if i in items], new_cursor
+
+    def _fetch_items(self, item_ids: Sequence[str]) -> dict[str, StoredItem]:
+        """Items including removed ones (vector None); unknown ones absent."""
+        ids = list(dict.fromkeys(item_ids))
+        rows = _firsts(self._concurrent([(self._get_item, (i,)) for i in ids]))
+        return {i: _item(r) for i, r in zip(ids, rows, strict=True) if r}
+
+    # -- lifecycle -----------------------------------------------------------
+
+    def drop_keyspace(self) -> None:
+        """Drop this store's keyspace and all its data (throwaway test keyspaces)."""
+        self._session.execute(f"DROP KEYSPACE IF EXISTS {self.keyspace}", timeout=120)
+
+    def close(self) -> None:
+        self._cluster.shutdown()
+
+    # -- plumbing ------------------------------------------------------------
+
+    def _create_schema(self, path: Path, replication_cql: str) -> None:
+        for statement in schema_statements(path.read_text(), self.keyspace, replication_cql):
+            result = self._session.execute(statement, timeout=120)
+            if not result.response_future.is_schema_agreed:
+                log.warning("schema not agreed after %s...; waiting", statement[:60])
+        if not self._cluster.control_connection.wait_for_schema_agreement(wait_time=60):
+            raise RuntimeError(f"cassandra nodes disagree on the schema of {self.keyspace}")
+
+    def _prepare(self) -> None:
+        ks = self.keyspace
+        r, w = self._read_cl, self._write_cl
+        fence = (
+            f"SELECT version, write_clock, watched, unwatched FROM {ks}.user_states "
+            "WHERE user_id = ?"
+        )
+        self._get_state = self._prep(f"SELECT state FROM {ks}.user_states WHERE user_id = ?", r)
+        self._get_fence = self._prep(fence, r)
+        self._insert_state = self._prep(
+            f"INSERT INTO {ks}.user_states "
+            "(user_id, version, state, updated_at, watched, unwatched, write_clock) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?) IF NOT EXISTS USING TTL ?",
+            w,
+        )
+        self._update_state = self._prep(
+            f"UPDATE {ks}.user_states USING TTL ? "
+            "SET version = ?, state = ?, updated_at = ?, watched = ?, unwatched = ?, "
+            "write_clock = ? "
+            "WHERE user_id = ? IF version < ? AND write_clock = ?",
+            w,
+        )
+        self._watch_add = self._prep(
+            f"INSERT INTO {ks}.watches (item_id, user_id) VALUES (?, ?) "
+            "USING TTL ? AND TIMESTAMP ?",
+            w,
+        )
+        self._watch_del = self._prep(
+            f"DELETE FROM {ks}.watches USING TIMESTAMP ? WHERE item_id = ? AND user_id = ?", w
+        )
+        self._watchers = self._prep(f"SELECT user_id FROM {ks}.watches WHERE item_id = ?", r)
+        item_cols = "item_id, vector, title, tags, content_hash, removed"
+        self._put_item = self._prep(
+            f"INSERT INTO {ks}.items ({item_cols}, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)", w
+        )
+        self._get_item = self._prep(f"SELECT {item_cols} FROM {ks}.items WHERE item_id = ?", r)
+        self._all_items = self._prep(f"SELECT {item_cols} FROM {ks}.items", r)
+        # The feed is global: SERIAL, never LOCAL_SERIAL (see the module docstring).
+        g = ConsistencyLevel.SERIAL
+        feed = f"{ks}.item_changes"
+        self._feed_init = self._prep(
+            f"INSERT INTO {feed} (feed, last_seq) VALUES (?, 0) IF NOT EXISTS", w, g
+        )
+        self._feed_head_read = self._prep(
+            f"SELECT last_seq FROM {feed} WHERE feed = ? LIMIT 1", g, g
+        )
+        self._feed_move = self._prep(
+            f"UPDATE {feed} SET last_seq = ? WHERE feed = ? IF last_seq = ?", w, g
+        )
+        self._feed_row = self._prep(
+            f"INSERT INTO {feed} (feed, seq, item_id) VALUES (?, ?, ?)", w, g
+        )
+        self._feed_since = self._prep(
+            f"SELECT seq, item_id FROM {feed} WHERE feed = ? AND seq > ?", g, g
+        )
+        self._feed_range = self._prep(
+            f"SELECT seq, item_id FROM {feed} WHERE feed = ? AND seq > ? AND seq <= ?", g, g
+        )
+
+    def _prep(self, cql: str, consistency: int, serial: int | None = None) -> PreparedStatement:
+        statement = self._session.prepare(cql)
+        statement.consistency_level = consistency
+        statement.serial_consistency_level = serial or self._serial_cl
+        return statement
+
+    def _execute(self, statement: PreparedStatement, params: tuple) -> Any:
+        return self._session.execute(statement, params)
+
+    def _concurrent(
+        self,
+        statements: Sequence[tuple[Statement, tuple | None]],
+        tolerate: tuple[type[Exception], ...] = (),
+    ) -> list[Any]:
+        """Results in order; an error not in ``tolerate`` is raised, the others returned."""
+        if not statements:
+            return []
+        results = execute_concurrent(
+            self._session,
+            statements,
+            concurrency=self.concurrency,
+            raise_on_first_error=False,
+        )
+        out = []
+        for ok, value in results:
+            if not ok and not isinstance(value, tolerate):
+                raise value
+            out.append(value)
+        return out
+
+
+def schema_statements(text: str, keyspace: str, replication_cql: str) -> list[str]:
+    """The CQL statements of a schema file, placeholders substituted."""
+    if not _KEYSPACE.fullmatch(keyspace):
+        raise ValueError(f"invalid keyspace name {keyspace!r}")
+    lines = [line.split("--", 1)[0] for line in text.splitlines()]
+    body = (
+        "\n".join(lines).replace("{keyspace}", keyspace).replace("{replication}", replication_cql)
+    )
+    return [" ".join(s.split()) for s in body.split(";") if s.strip()]
+
+
+def _replication_cql(replication: Mapping[str, Any] | str) -> str:
+    """``{"class": "SimpleStrategy", "replication_factor": 1}`` as a CQL map literal."""
+    value = json.loads(replication) if isinstance(replication, str) else dict(replication)
+    if not isinstance(value, dict) or "class" not in value:
+        raise ValueError("replication must be a map with a 'class'")
+    parts = []
+    for key, option in value.items():
+        key, option = str(key), str(option)
+        if not (_REPLICATION_TOKEN.fullmatch(key) and _REPLICATION_TOKEN.fullmatch(option)):
+            raise ValueError(f"unsafe replication option {key!r}: {option!r}")
+        parts.append(f"'{key}': '{option}'")
+    return "{" + ", ".join(parts) + "}"
+
+
+def _consistency(name: str) -> int:
+    try:
+        return ConsistencyLevel.name_to_value[name.upper()]
+    except KeyError:
+        raise ValueError(f"unknown consistency level {name!r}") from None
+
+
+def _firsts(results: Iterable[Any]) -> Iterator[dict[str, Any] | None]:
+    for result in results:
+        yield result.one()
+
+
+def _vector_bytes(vector: np.ndarray) -> bytes:
+    return np.ascontiguousarray(vector, dtype="<f4").tobytes()
+
+
+def _item(row: Mapping[str, Any]) -> StoredItem:
+    blob = row["vector"]
+    removed = row["removed"] or blob is None
+    vector = None if removed else np.frombuffer(blob, dtype="<f4").astype(np.float32)
+    return StoredItem(
+        row["item_id"],
+        vector,
+        row["title"] or "",
+        tuple(row["tags"] or ()),
+        row["content_hash"] or "",
+    )
