@@ -7,11 +7,14 @@ vectors, so a dot product is a cosine.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Collection, Iterable
 
 import numpy as np
 
 Ranked = tuple[str, float]
+
+_CATALOGUES = itertools.count()
 
 
 class Catalogue:
@@ -33,6 +36,8 @@ class Catalogue:
 
     def __init__(self, dim: int) -> None:
         self.dim = dim
+        self._uid = next(_CATALOGUES)
+        self._changes = 0
         self._ids: list[str] = []
         self._rows: dict[str, int] = {}
         self._matrix = np.zeros((64, dim), dtype=np.float32)
@@ -62,6 +67,28 @@ class Catalogue:
     def item_ids(self) -> list[str]:
         return [i for i, row in self._rows.items() if self._alive[row]]
 
+    @property
+    def revision(self) -> tuple[int, int]:
+        """An opaque key that changes with every change (and differs between catalogues).
+
+        Whatever is derived from `rows` stays valid while the revision does.
+        """
+        return self._uid, self._changes
+
+    def rows(self) -> tuple[list[str], np.ndarray, np.ndarray]:
+        """Every row: ids, unit vectors and the alive mask (removed rows are kept, not alive).
+
+        The arrays are read-only views, valid until the next change.
+        """
+        n = len(self._ids)
+        matrix, alive = self._matrix[:n].view(), self._alive[:n].view()
+        matrix.flags.writeable = alive.flags.writeable = False
+        return self._ids[:n], matrix, alive
+
+    def row_of(self, item_id: str) -> int | None:
+        """The row index of an item in `rows` (also of a removed one), None if never seen."""
+        return self._rows.get(item_id)
+
     def upsert(self, item_id: str, vector: np.ndarray, tags: Iterable[str] = ()) -> None:
         vec = np.asarray(vector, dtype=np.float32).reshape(-1)
         if vec.shape[0] != self.dim:
@@ -69,6 +96,7 @@ class Catalogue:
         norm = float(np.linalg.norm(vec))
         if not np.isfinite(norm) or norm == 0.0:
             raise ValueError(f"item {item_id!r}: vector is zero or not finite")
+        self._changes += 1
         self.remove(item_id)
         row = self._rows.get(item_id)
         if row is None:
@@ -91,6 +119,7 @@ class Catalogue:
         row = self._rows.get(item_id)
         if row is None or not self._alive[row]:
             return False
+        self._changes += 1
         self._alive[row] = False
         self._sum -= self._matrix[row]
         for tag in self._tags[row]:

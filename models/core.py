@@ -15,7 +15,7 @@ import numpy as np
 from models.behaviour import Behaviour, event_weight
 from models.catalogue import Catalogue, Ranked
 from models.state import PendingEvent, UserState, WindowEntry
-from models.update import InterestUpdater, TimeDecayUpdater
+from models.update import InterestUpdater, ItemSpaceUpdater, TimeDecayUpdater
 from models.window import WindowSpec, slide, window_vector
 
 
@@ -110,7 +110,10 @@ def step(
         if not events:
             return StepResult(None, None, changed=False)
         state = new_state(events[0].user_id, catalogue.dim, params)
-    elif state.updater != params.updater.name or state.interest.shape[0] != catalogue.dim:
+    elif (
+        state.updater != params.updater.name
+        or state.interest.shape != params.updater.initial(catalogue.dim).shape
+    ):
         # A different model owns this vector: restart the interest, keep the rest.
         state = replace(
             state,
@@ -138,7 +141,7 @@ def step(
             replayed=tuple(run.replayed),
         )
 
-    top_k = tuple(catalogue.top_k(run.query(), params.k, exclude=run.consumed))
+    top_k = tuple(run.top_k())
     pending, overflow = _bounded(run.pending, params.max_pending)
     new = replace(
         state,
@@ -242,11 +245,36 @@ def interest_summary(state: UserState, catalogue: Catalogue, params: CoreParams)
     }
 
 
+def query_vector(state: UserState, catalogue: Catalogue, params: CoreParams) -> np.ndarray:
+    """The unit vector the core ranks ``state``'s items with (zeros when undefined).
+
+    A mix of the updater's (mid-term) direction and the window's (short-term)
+    direction, ``params.short_term_weight`` of the latter. `step` ranks with
+    exactly this; offline evaluation scores the whole catalogue with it.
+    """
+    return _query(state.interest, state.window, catalogue, params)
+
+
+def _query(
+    hidden: np.ndarray,
+    window: tuple[WindowEntry, ...],
+    catalogue: Catalogue,
+    params: CoreParams,
+) -> np.ndarray:
+    mid = params.updater.query(hidden)
+    short = window_vector(window, catalogue)
+    q = (1.0 - params.short_term_weight) * mid + params.short_term_weight * short
+    norm = float(np.linalg.norm(q))
+    return (q / norm).astype(np.float32) if norm > 1e-12 else np.zeros_like(q)
+
+
 class _Run:
     """Mutable scratch space for one `step`; never escapes it."""
 
     def __init__(self, state: UserState, params: CoreParams, catalogue: Catalogue) -> None:
         self.params, self.catalogue = params, catalogue
+        # Checked once: isinstance against a runtime protocol is slow per event.
+        self.item_space = isinstance(params.updater, ItemSpaceUpdater)
         self.hidden, self.hidden_ts = state.interest, state.interest_ts
         self.window = state.window
         self.consumed = set(state.consumed)
@@ -286,6 +314,8 @@ class _Run:
     def apply(self, item_id: str, type_: str, ts: float, weight: float, event_id: str) -> None:
         vec = self.catalogue.vector(item_id)
         assert vec is not None
+        if self.item_space:
+            vec = self.params.updater.represent(item_id, vec)
         self.hidden, self.hidden_ts = self.params.updater.apply(
             self.hidden, self.hidden_ts, vec, weight, ts
         )
@@ -298,12 +328,14 @@ class _Run:
         self.applied_ts.append(ts)
         self.count += 1
 
+    def top_k(self) -> list[Ranked]:
+        updater = self.params.updater
+        if self.item_space:
+            return updater.top_k(self.hidden, self.catalogue, self.params.k, self.consumed)
+        return self.catalogue.top_k(self.query(), self.params.k, exclude=self.consumed)
+
     def query(self) -> np.ndarray:
-        mid = self.params.updater.query(self.hidden)
-        short = window_vector(self.window, self.catalogue)
-        q = (1.0 - self.params.short_term_weight) * mid + self.params.short_term_weight * short
-        norm = float(np.linalg.norm(q))
-        return (q / norm).astype(np.float32) if norm > 1e-12 else np.zeros_like(q)
+        return _query(self.hidden, self.window, self.catalogue, self.params)
 
 
 def _bounded(

@@ -6,9 +6,13 @@ replaced by a learned recurrent cell without touching the core.
 
 from __future__ import annotations
 
-from typing import Protocol
+from collections.abc import Collection
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from models.catalogue import Catalogue, Ranked
 
 
 class InterestUpdater(Protocol):
@@ -34,6 +38,24 @@ class InterestUpdater(Protocol):
     def query(self, hidden: np.ndarray) -> np.ndarray:
         """The unit vector to rank items with (all zeros when undefined)."""
         ...
+
+
+@runtime_checkable
+class ItemSpaceUpdater(Protocol):
+    """An updater with an item space of its own (a learned model).
+
+    The core feeds `apply` with ``represent(item_id, catalogue vector)``
+    instead of the catalogue vector, ranks with `top_k` instead of the
+    catalogue's cosine against `query`, and sizes the state by `initial`
+    rather than by the catalogue width. `query` still returns a direction in
+    the catalogue's space (used for the readable interest summary).
+    """
+
+    def represent(self, item_id: str, vec: np.ndarray) -> np.ndarray: ...
+
+    def top_k(
+        self, hidden: np.ndarray, catalogue: Catalogue, k: int, exclude: Collection[str]
+    ) -> list[Ranked]: ...
 
 
 class TimeDecayUpdater:

@@ -195,5 +195,14 @@ def show_settings() -> None:
     click.echo(repr(_settings()))
 
 
+from streams.eval_cli import eval_command  # noqa: E402
+
+main.add_command(eval_command)
+
+from streams.train_cli import train_command  # noqa: E402
+
+main.add_command(train_command)
+
+
 if __name__ == "__main__":
     sys.exit(main())

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from models.core import CoreParams
-from models.update import TimeDecayUpdater
+from models.update import InterestUpdater, TimeDecayUpdater
 from models.window import WindowSpec
 from streams.topics import Topics
 
@@ -80,6 +80,9 @@ class Settings:
     window_events: int = 50
     window_seconds: float = 7 * 86400.0
     half_life_seconds: float = 3 * 86400.0
+    #: "time-decay" (the rule, ``half_life_seconds``) or the folder of an exported
+    #: learned updater (``interest-stream train``), which then replaces the rule.
+    updater: str = "time-decay"
     short_term_weight: float = 0.3
     batch_max: int = 500
     batch_within_seconds: float = 0.05
@@ -115,6 +118,10 @@ class Settings:
             raise SettingsError("encoder_device must be auto, cpu or cuda")
         if self.security_protocol not in ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"):
             raise SettingsError(f"unknown security_protocol {self.security_protocol!r}")
+        if self.updater != "time-decay" and not (Path(self.updater) / "manifest.json").is_file():
+            raise SettingsError(
+                f"updater must be 'time-decay' or a learned-updater folder, not {self.updater!r}"
+            )
         if not 0.0 <= self.short_term_weight <= 1.0:
             raise SettingsError("short_term_weight must be within [0, 1]")
         for name in (
@@ -153,11 +160,21 @@ class Settings:
     def state_path(self) -> Path:
         return Path(self.data_dir) / "state.sqlite"
 
+    def _updater(self) -> InterestUpdater:
+        if self.updater == "time-decay":
+            return TimeDecayUpdater(self.half_life_seconds)
+        from models.learned import ArtifactError, LearnedUpdater
+
+        try:
+            return LearnedUpdater.load(self.updater)
+        except ArtifactError as exc:
+            raise SettingsError(str(exc)) from exc
+
     def core_params(self) -> CoreParams:
         return CoreParams(
             k=self.top_k,
             window=WindowSpec(self.window_events, self.window_seconds or None),
-            updater=TimeDecayUpdater(self.half_life_seconds),
+            updater=self._updater(),
             short_term_weight=self.short_term_weight,
         )
 

@@ -201,3 +201,21 @@ def test_state_bytes_round_trip(events: int) -> None:
     assert encode_state(back) == encode_state(s)
     np.testing.assert_array_equal(back.interest, s.interest)
     assert back.pending == s.pending and back.window == s.window and back.top_k == s.top_k
+
+
+def test_catalogue_revision_changes_with_every_change() -> None:
+    cat = Catalogue(2)
+    seen = {cat.revision}
+    cat.upsert("a", np.array([1.0, 0.0]))
+    seen.add(cat.revision)
+    cat.upsert("a", np.array([0.0, 1.0]))  # same id, new vector
+    seen.add(cat.revision)
+    assert not cat.remove("zz") and cat.revision in seen  # no change, same revision
+    assert cat.remove("a")
+    seen.add(cat.revision)
+    assert len(seen) == 4 and Catalogue(2).revision not in seen
+    ids, matrix, alive = cat.rows()
+    assert ids == ["a"] and matrix.shape == (1, 2) and not alive[0]
+    assert cat.row_of("a") == 0 and cat.row_of("zz") is None
+    with pytest.raises(ValueError):
+        matrix[0, 0] = 1.0  # read-only view

@@ -1,0 +1,116 @@
+"""``interest-stream eval``: the offline next-item benchmark on a MovieLens folder."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import time
+from pathlib import Path
+
+import click
+
+DEFAULT_DATA = Path("..") / "shared" / "data" / "ml-100k"
+DEFAULT_OUT = Path("benchmarks") / "results" / "eval"
+
+
+def _ints(text: str) -> list[int]:
+    try:
+        return [int(x) for x in text.split(",") if x.strip()]
+    except ValueError as exc:
+        raise click.BadParameter(f"want comma-separated integers, got {text!r}") from exc
+
+
+@click.command("eval")
+@click.option(
+    "--data",
+    "data",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="MovieLens folder (100K, 1M/10M or latest/20M/25M layout). "
+    f"Default: {DEFAULT_DATA} when it exists.",
+)
+@click.option("--models", "models", help="Comma-separated model names (default: all).")
+@click.option("--seeds", default="0,1,2", show_default=True, help="Comma-separated seeds.")
+@click.option(
+    "--train-dir",
+    type=click.Path(file_okay=False),
+    help="Where `interest-stream train` wrote sasrec/learned-gru models to reuse "
+    "(default: INTEREST_STREAM_TRAIN_DIR or .interest-stream/train); missing ones are trained.",
+)
+@click.option("--max-users", type=int, help="Keep the first N users (by original id).")
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=DEFAULT_OUT,
+    show_default=True,
+    help="Folder for eval.json and eval.md.",
+)
+@click.option("--list", "list_models", is_flag=True, help="List the registered models and exit.")
+def eval_command(
+    data: Path | None,
+    models: str | None,
+    seeds: str,
+    train_dir: str | None,
+    max_users: int | None,
+    out: Path,
+    list_models: bool,
+) -> None:
+    """Score next-item prediction (HR@10, NDCG@10, MRR, coverage) of each model.
+
+    Leave-last-out per user in time order, ranking over the full catalogue.
+    Writes OUT/eval.json and OUT/eval.md and prints the Markdown table.
+    """
+    from models.evaluation.baselines import TimeDecayCore
+    from models.evaluation.data import load_movielens
+    from models.evaluation.harness import MODELS, register, run_eval
+    from models.evaluation.report import markdown_table
+
+    if list_models:
+        click.echo("\n".join(MODELS))
+        return
+    if train_dir:
+        os.environ["INTEREST_STREAM_TRAIN_DIR"] = train_dir
+    if data is None:
+        if not (DEFAULT_DATA / "u.data").is_file():
+            raise click.UsageError(f"--data is required ({DEFAULT_DATA} does not exist)")
+        data = DEFAULT_DATA
+    names = [m.strip() for m in models.split(",") if m.strip()] if models else None
+    unknown = [n for n in names or [] if n not in MODELS]
+    if unknown:
+        raise click.UsageError(f"unknown models {unknown}; known: {', '.join(MODELS)}")
+    encoder_cache = _encoder_cache()
+    if encoder_cache is not None:
+        register("time-decay-core", functools.partial(TimeDecayCore, encoder_cache=encoder_cache))
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    started = time.perf_counter()
+    try:
+        log = load_movielens(data, max_users=max_users)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from exc
+    click.echo(f"{data}: {log.n_users} users, {log.n_items} items, {log.n_rows} events", err=True)
+    report = run_eval(
+        log,
+        names,
+        _ints(seeds),
+        out,
+        dataset=data.resolve().name,
+        progress=lambda line: click.echo(line, err=True),
+    )
+    click.echo(markdown_table(report, "test"))
+    click.echo(
+        f"\nwrote {out / 'eval.json'} and {out / 'eval.md'} "
+        f"({time.perf_counter() - started:.0f} s)",
+        err=True,
+    )
+
+
+def _encoder_cache() -> Path | None:
+    """The encoder cache folder of the settings, when one is set."""
+    from streams.settings import SettingsError, load_settings
+
+    try:
+        cache = load_settings().encoder_cache
+    except SettingsError as exc:
+        raise click.UsageError(str(exc)) from exc
+    return Path(cache) if cache else None

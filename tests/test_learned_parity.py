@@ -1,0 +1,267 @@
+"""The learned updater: artefact format, the numpy cell in the core, parity with torch."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from models.behaviour import Behaviour, event_weight
+from models.catalogue import Catalogue
+from models.core import CoreParams, step
+from models.learned import (
+    FORMAT_VERSION,
+    ArtifactError,
+    GruCell,
+    LearnedUpdater,
+    load_artifact,
+    save_artifact,
+)
+from models.learned.artifact import N_GAP, WEIGHT_NAMES
+from models.state import decode_state, encode_state
+from models.update import ItemSpaceUpdater, TimeDecayUpdater
+from models.window import WindowSpec
+
+TEXT_DIM, ITEM_DIM, HIDDEN, N_ITEMS = 16, 8, 12, 30
+COLD = {3, 7, 11}  # items without a learned id embedding
+HOUR = 3600.0
+
+
+def _text(rng: np.random.Generator) -> np.ndarray:
+    t = rng.standard_normal((N_ITEMS, TEXT_DIM)).astype(np.float32)
+    return t / np.linalg.norm(t, axis=1, keepdims=True)
+
+
+def _random_weights(rng: np.random.Generator, n_vocab: int) -> dict[str, np.ndarray]:
+    shapes = {
+        "text_w": (TEXT_DIM, ITEM_DIM),
+        "text_b": (ITEM_DIM,),
+        "text_bias_w": (TEXT_DIM,),
+        "id_emb": (n_vocab, ITEM_DIM),
+        "id_bias": (n_vocab,),
+        "w_ih": (3 * HIDDEN, ITEM_DIM + 2 + N_GAP),
+        "w_hh": (3 * HIDDEN, HIDDEN),
+        "b_ih": (3 * HIDDEN,),
+        "b_hh": (3 * HIDDEN,),
+        "out_w": (ITEM_DIM, HIDDEN),
+        "out_b": (ITEM_DIM,),
+    }
+    return {n: (0.4 * rng.standard_normal(shapes[n])).astype(np.float32) for n in WEIGHT_NAMES}
+
+
+def _catalogue(text: np.ndarray) -> Catalogue:
+    cat = Catalogue(TEXT_DIM)
+    for i, vec in enumerate(text):
+        cat.upsert(f"m{i}", vec, (f"g{i % 3}",))
+    return cat
+
+
+def _events(rng: np.random.Generator, n: int = 25) -> list[Behaviour]:
+    items = rng.permutation(N_ITEMS)[:n]
+    ts = np.cumsum(rng.choice([0.0, 60.0, 5 * HOUR, 3 * 86400.0], size=n)) + 1e9
+    ts[n // 2] = ts[n // 2 - 3]  # a late (out-of-order) event
+    ratings = rng.integers(1, 6, size=n)
+    return [
+        Behaviour("u1", f"m{i}", "rating", float(t), f"e{k}", rating=float(r))
+        for k, (i, t, r) in enumerate(zip(items, ts, ratings, strict=True))
+    ]
+
+
+def _params(updater: object) -> CoreParams:
+    return CoreParams(k=5, window=WindowSpec(max_events=5), updater=updater)  # type: ignore[arg-type]
+
+
+def _feed(events: list[Behaviour], cat: Catalogue, params: CoreParams, sizes: list[int]):
+    state, pos = None, 0
+    results = []
+    for size in sizes:
+        batch = events[pos : pos + size]
+        pos += size
+        result = step(state, batch, cat, now=0.0, params=params)
+        state = result.state
+        results.append(result)
+    assert pos == len(events)
+    return state, results
+
+
+@pytest.fixture
+def artefact(tmp_path):
+    rng = np.random.default_rng(7)
+    vocab = [f"m{i}" for i in range(N_ITEMS) if i not in COLD]
+    save_artifact(tmp_path / "model", _random_weights(rng, len(vocab)), vocab, config={"x": 1})
+    return tmp_path / "model", _text(rng)
+
+
+# -- torch-free ---------------------------------------------------------------
+
+
+def test_artifact_round_trip_and_version(artefact) -> None:
+    path, _ = artefact
+    art = load_artifact(path)
+    manifest = json.loads((path / "manifest.json").read_text())
+    assert manifest["format_version"] == FORMAT_VERSION
+    assert manifest["model_version"] == art.model_version
+    assert manifest["config"] == {"x": 1}
+    assert len(art.item_ids) == N_ITEMS - len(COLD)
+    assert LearnedUpdater(art).name == f"learned-gru({art.model_version})"
+
+
+def test_unknown_format_version_is_refused(artefact) -> None:
+    path, _ = artefact
+    manifest = json.loads((path / "manifest.json").read_text())
+    manifest["format_version"] = FORMAT_VERSION + 1
+    (path / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ArtifactError, match="format_version"):
+        load_artifact(path)
+
+
+def test_tampered_weights_are_refused(artefact) -> None:
+    path, _ = artefact
+    manifest = json.loads((path / "manifest.json").read_text())
+    manifest["weights_sha256"] = "0" * 64
+    (path / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ArtifactError, match="hash"):
+        load_artifact(path)
+
+
+def test_cold_items_rest_on_text_alone(artefact) -> None:
+    path, text = artefact
+    cell = GruCell(load_artifact(path))
+    w = cell.artifact.weights
+    cold = cell.represent("m3", text[3])
+    np.testing.assert_allclose(cold[:-1], text[3] @ w["text_w"] + w["text_b"], rtol=1e-6)
+    warm = cell.represent("m4", text[4])
+    row = cell.vocab["m4"]
+    np.testing.assert_allclose(
+        warm[:-1], text[4] @ w["text_w"] + w["text_b"] + w["id_emb"][row], rtol=1e-6
+    )
+
+
+def test_time_decay_is_not_an_item_space_updater(artefact) -> None:
+    path, _ = artefact
+    assert not isinstance(TimeDecayUpdater(), ItemSpaceUpdater)
+    assert isinstance(LearnedUpdater.load(path), ItemSpaceUpdater)
+
+
+def test_core_event_by_event_equals_batched_cell(artefact) -> None:
+    """The core (one event per step, or any batching) gives the numpy batch path's state."""
+    path, text = artefact
+    updater = LearnedUpdater.load(path)
+    cat, events = _catalogue(text), _events(np.random.default_rng(1))
+    one_by_one, _ = _feed(events, cat, _params(updater), [1] * len(events))
+    batched, _ = _feed(events, cat, _params(updater), [4, 1, 10, 10])
+    cell = updater.cell
+    reps = cell.represent_many([f"m{i}" for i in range(N_ITEMS)], text)
+    items = np.array([int(e.item_id[1:]) for e in events])
+    weights = np.array([event_weight(e) for e in events], dtype=np.float32)
+    ts = np.array([e.ts for e in events])
+    expected = cell.final_states([items], [weights], [ts], reps)[0]
+    assert one_by_one is not None and batched is not None
+    assert one_by_one.interest.shape == (HIDDEN,)
+    np.testing.assert_allclose(one_by_one.interest, expected, atol=1e-6)
+    np.testing.assert_allclose(batched.interest, expected, atol=1e-6)
+    assert one_by_one.updater == updater.name
+
+
+def test_core_ranks_by_the_model_score_and_state_round_trips(artefact) -> None:
+    path, text = artefact
+    updater = LearnedUpdater.load(path)
+    cat, events = _catalogue(text), _events(np.random.default_rng(2), n=8)
+    state, results = _feed(events, cat, _params(updater), [8])
+    assert state is not None
+    cell = updater.cell
+    reps = cell.represent_many([f"m{i}" for i in range(N_ITEMS)], text)
+    scores = cell.scores(state.interest, reps)
+    seen = {int(e.item_id[1:]) for e in events}
+    order = [i for i in np.argsort(-scores, kind="stable") if i not in seen][:5]
+    assert [item for item, _ in state.top_k] == [f"m{i}" for i in order]
+    np.testing.assert_allclose([s for _, s in state.top_k], scores[order], atol=1e-5)
+    back = decode_state(encode_state(state))
+    assert np.array_equal(back.interest, state.interest) and back.top_k == state.top_k
+    # the readable summary still works (a direction in the catalogue's text space)
+    assert results[-1].delta is not None and "mid_term" in results[-1].delta.interest
+
+
+def test_learned_ranking_follows_catalogue_changes(artefact) -> None:
+    """The fused item vectors are memoised per catalogue revision, never stale."""
+    path, text = artefact
+    updater = LearnedUpdater.load(path)
+    cat = _catalogue(text)
+    state, _ = _feed(_events(np.random.default_rng(2), n=8), cat, _params(updater), [8])
+    assert state is not None
+    best = state.top_k[0][0]
+    assert cat.remove(best)  # a tombstone
+    ranked = updater.top_k(state.interest, cat, 5, exclude=state.consumed)
+    assert best not in [item for item, _ in ranked]
+    cat.upsert(best, text[int(best[1:])])  # back, then a brand-new (cold) item
+    assert updater.top_k(state.interest, cat, 5, state.consumed)[0][0] == best
+    cat.upsert("new", text[0])
+    ids = [i for i, _ in updater.top_k(state.interest, cat, N_ITEMS + 1, state.consumed)]
+    assert "new" in ids and len(ids) == len(cat) - len(state.consumed & set(cat.item_ids()))
+
+
+def test_switching_updater_restarts_interest(artefact) -> None:
+    path, text = artefact
+    cat, events = _catalogue(text), _events(np.random.default_rng(3), n=4)
+    old, _ = _feed(events[:2], cat, _params(TimeDecayUpdater()), [2])
+    new = step(old, events[2:], cat, now=0.0, params=_params(LearnedUpdater.load(path))).state
+    assert new is not None and new.interest.shape == (HIDDEN,)
+    assert new.version == old.version + 1  # type: ignore[union-attr]
+
+
+def test_settings_build_the_learned_updater(artefact) -> None:
+    from streams.settings import Settings, SettingsError
+
+    path, _ = artefact
+    assert isinstance(Settings().core_params().updater, TimeDecayUpdater)
+    assert isinstance(Settings(updater=str(path)).core_params().updater, LearnedUpdater)
+    with pytest.raises(SettingsError):
+        Settings(updater=str(path / "missing"))
+
+
+# -- parity with torch ----------------------------------------------------------
+
+
+@pytest.mark.torch
+def test_streaming_core_matches_torch_batch_forward(tmp_path) -> None:
+    """Events fed one at a time through `step` give torch's batch state and scores."""
+    torch = pytest.importorskip("torch")
+    from models.training.export import export_gru
+    from models.training.gru import FusedGru, GruConfig
+    from models.training.sequences import gap_matrix, rating_weights
+
+    rng = np.random.default_rng(5)
+    torch.manual_seed(5)
+    text = _text(rng)
+    warm = torch.tensor([i not in COLD for i in range(N_ITEMS)])
+    cfg = GruConfig(item_dim=ITEM_DIM, hidden_dim=HIDDEN, dropout=0.3)
+    model = FusedGru(torch.from_numpy(text), warm, cfg).eval()
+    with torch.no_grad():  # move the id embeddings and biases away from their init
+        model.id_bias.normal_(0.0, 0.5)
+        model.id_emb.weight.mul_(10.0)
+    export_gru(model, [f"m{i}" for i in range(N_ITEMS)], tmp_path / "model")
+    updater = LearnedUpdater.load(tmp_path / "model")
+
+    events = _events(rng)
+    cat = _catalogue(text)
+    state, _ = _feed(events, cat, _params(updater), [1] * len(events))
+    assert state is not None
+
+    items = np.array([int(e.item_id[1:]) for e in events])
+    ratings = np.array([e.rating for e in events], dtype=np.float32)
+    ts = np.array([e.ts for e in events])
+    with torch.no_grad():
+        reps = model.item_reps()
+        h = model.hidden_states(
+            reps,
+            torch.from_numpy(items)[None],
+            torch.from_numpy(rating_weights(ratings))[None],
+            torch.from_numpy(gap_matrix(ts))[None],
+            torch.tensor([len(items)]),
+        )[0, -1]
+        scores = (model.queries(h) @ reps.T).numpy()
+    np.testing.assert_allclose(state.interest, h.numpy(), atol=1e-5)
+    ranked = [i for i in np.argsort(-scores, kind="stable") if i not in set(items)][:5]
+    assert [item for item, _ in state.top_k] == [f"m{i}" for i in ranked]
+    np.testing.assert_allclose([s for _, s in state.top_k], scores[ranked], atol=1e-5)
