@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from models.evaluation.data import Interactions, Split, leave_last_out, load_movielens
+from models.evaluation.metrics import rank_targets, seen_mask, summarize_ranks
 from models.learned.artifact import load_artifact
 from models.learned.cell import GruCell
 from models.training.export import catalogue_ids, export_gru
@@ -57,15 +58,10 @@ class Metrics:
 
 
 def rank_metrics(scores: np.ndarray, seen: list[np.ndarray], targets: np.ndarray) -> Metrics:
-    """NDCG@10 and HR@10, full ranking, history masked, ties counted pessimistically."""
-    scores = scores.astype(np.float64, copy=True)
-    for row, items in enumerate(seen):
-        scores[row, items] = -np.inf
-    target_scores = scores[np.arange(len(targets)), targets]
-    rank = (scores > target_scores[:, None]).sum(axis=1)
-    hit = rank < 10
-    ndcg = np.where(hit, 1.0 / np.log2(rank + 2.0), 0.0)
-    return Metrics(float(ndcg.mean()), float(hit.mean()))
+    """NDCG@10 and HR@10 as the evaluation harness computes them (ties pessimistic)."""
+    ranks = rank_targets(scores, targets, seen_mask(seen, scores.shape[1]))
+    summary = summarize_ranks(ranks, 10)
+    return Metrics(summary["ndcg"], summary["hr"])
 
 
 def gru_numpy_scores(

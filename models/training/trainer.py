@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from models.evaluation.data import Interactions, Split
+from models.evaluation.metrics import rank_targets, seen_mask, summarize_ranks
 from models.training.gru import FusedGru, GruConfig
 from models.training.sasrec import Sasrec, SasrecConfig
 from models.training.sequences import (
@@ -60,13 +61,9 @@ def seed_everything(seed: int) -> np.random.Generator:
 
 
 def ndcg_at_10(scores: np.ndarray, seen: list[np.ndarray], targets: np.ndarray) -> float:
-    """Mean NDCG@10 with the history masked out (rank = items scored strictly higher)."""
-    scores = scores.astype(np.float64, copy=True)
-    for row, items in enumerate(seen):
-        scores[row, items] = -np.inf
-    target_scores = scores[np.arange(len(targets)), targets]
-    rank = (scores > target_scores[:, None]).sum(axis=1)
-    return float(np.where(rank < 10, 1.0 / np.log2(rank + 2.0), 0.0).mean())
+    """Mean NDCG@10, history masked, exactly as the evaluation harness scores it."""
+    ranks = rank_targets(scores, targets, seen_mask(seen, scores.shape[1]))
+    return summarize_ranks(ranks, 10)["ndcg"]
 
 
 # -- the learned GRU ---------------------------------------------------------
