@@ -83,3 +83,38 @@ def test_bad_settings_are_a_usage_error() -> None:
         [sys.executable, "-m", "streams.cli", "settings"], env=env, capture_output=True, text=True
     )
     assert out.returncode == 2 and "partitions" in out.stderr
+
+
+def test_demo_on_apache_kafka_and_cassandra_removes_its_topics_and_keyspace(
+    encoder_artifact: Path, tmp_path: Path, kafka_engine, cassandra_engine
+) -> None:
+    from cassandra.cluster import Cluster
+    from kafka.admin import KafkaAdminClient
+
+    out = tmp_path / "summary.json"
+    cassandra = f"{cassandra_engine.host}:{cassandra_engine.port}"
+    proc = subprocess.run(
+        [sys.executable, "-m", "streams.cli", "demo", "--users", "5", "--events-per-user", "10",
+         "--rate", "0", "--kafka", kafka_engine.address, "--cassandra", cassandra,
+         "--json", str(out), "--timeout", "180"],
+        env=_env(encoder_artifact), capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+    summary = json.loads(out.read_text())
+    assert summary["events_processed"] == 5 * 10
+    assert summary["deltas_published"] > 0
+    assert summary["dead_letters"] == len(bad_behaviour_records())
+    assert "removed this run's topics (5)" in proc.stdout
+    assert "removed this run's keyspace interest_stream_demo_" in proc.stdout
+
+    admin = KafkaAdminClient(bootstrap_servers=kafka_engine.address)
+    try:
+        assert not [t for t in admin.list_topics() if t.startswith("demo-")]
+    finally:
+        admin.close()
+    cluster = Cluster([cassandra_engine.host], port=cassandra_engine.port)
+    try:
+        keyspaces = cluster.connect().execute("SELECT keyspace_name FROM system_schema.keyspaces")
+        assert not [k for (k,) in keyspaces if k.startswith("interest_stream_demo_")]
+    finally:
+        cluster.shutdown()

@@ -51,3 +51,50 @@ def test_secrets_are_masked() -> None:
     s = Settings(security_protocol="SASL_SSL", sasl_username="me", sasl_password="hunter2")
     assert "hunter2" not in repr(s) and "hunter2" not in str(s)
     assert "sasl_password=***" in repr(s) and "sasl_username='me'" in repr(s)
+
+
+def test_security_reaches_faust_and_kafka_python() -> None:
+    import certifi
+
+    from streams.app import _credentials
+    from streams.broker import kafka_security
+
+    assert _credentials(Settings()) is None
+    assert kafka_security(Settings()) == {"security_protocol": "PLAINTEXT"}
+
+    scram = Settings(
+        security_protocol="SASL_SSL", sasl_mechanism="SCRAM-SHA-512",
+        sasl_username="me", sasl_password="pw", ssl_ca_file=certifi.where(),
+    )  # fmt: skip
+    creds = _credentials(scram)
+    assert creds.protocol.value == "SASL_SSL" and creds.mechanism.value == "SCRAM-SHA-512"
+    assert creds.username == "me" and creds.password == "pw" and creds.ssl_context is not None
+    kp = kafka_security(scram)
+    assert kp["security_protocol"] == "SASL_SSL" and kp["sasl_mechanism"] == "SCRAM-SHA-512"
+    assert kp["sasl_plain_username"] == "me" and kp["ssl_context"] is not None
+
+    plain = Settings(security_protocol="SASL_PLAINTEXT", sasl_username="me", sasl_password="pw")
+    assert _credentials(plain).protocol.value == "SASL_PLAINTEXT"
+    assert "ssl_context" not in kafka_security(plain)
+
+    tls = _credentials(Settings(security_protocol="SSL", ssl_ca_file=certifi.where()))
+    assert tls.protocol.value == "SSL"
+    with pytest.raises(SettingsError, match="sasl_mechanism"):
+        Settings(security_protocol="SASL_SSL", sasl_username="me", sasl_mechanism="GSSAPI")
+
+
+def test_roles_choose_the_agents() -> None:
+    from unittest.mock import MagicMock
+
+    from streams.app import create_app
+
+    def agents(roles: str) -> set[str]:
+        settings = Settings(roles=roles, app_id=f"roles-{roles.replace(',', '-')}")
+        app = create_app(settings, "127.0.0.1:9", MagicMock())
+        return {agent.name for agent in app.agents.values()}
+
+    assert agents("behaviours,items") == {"behaviours", "items"}
+    assert agents("items") == {"items"}
+    assert agents("behaviours") == {"behaviours"}
+    with pytest.raises(SettingsError, match="roles"):
+        Settings(roles="encoder")
