@@ -16,6 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
+from models.evaluation.data import item_text
+
 # Per tag: subjects, verb phrases, settings (title = "<subject> <verb> <setting>")
 # and detail sentences (text = "<title>. <detail>.").
 _VOCAB: dict[str, tuple[tuple[str, ...], ...]] = {
@@ -285,10 +287,9 @@ def movielens_workload(path: str | Path, *, max_users: int | None = None) -> Wor
         parts = line.split("|")
         flags = parts[-len(names) :]
         title = "|".join(parts[1 : len(parts) - len(names) - 3])
-        tags = [g for g, f in zip(names, flags, strict=True) if f.strip() == "1"]
-        if len(tags) > 1 and "unknown" in tags:
-            tags.remove("unknown")
-        text = f"{title}. Genres: {', '.join(tags)}." if tags else f"{title}."
+        flagged = [g for g, f in zip(names, flags, strict=True) if f.strip() == "1"]
+        tags = [g for g in flagged if g != "unknown"] or flagged
+        text = item_text(title, flagged)  # what the learned model was trained on
         items.append({"item_id": f"m{parts[0]}", "title": title, "text": text, "tags": tags})
 
     rows = [line.split("\t") for line in data_file.read_text(encoding="latin-1").splitlines()]

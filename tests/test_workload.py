@@ -127,7 +127,7 @@ def test_movielens_full(movielens: Workload) -> None:
     toy = movielens.items[0]
     assert toy["item_id"] == "m1" and toy["title"] == "Toy Story (1995)"
     assert {"Animation", "Children's", "Comedy"} <= set(toy["tags"])
-    assert toy["text"] == "Toy Story (1995). Genres: Animation, Children's, Comedy."
+    assert toy["text"] == "Toy Story (1995). Genres: Animation, Children's, Comedy"
     ts = [e["ts"] for e in movielens.events]
     assert ts == sorted(ts)
     first = movielens.events[0]

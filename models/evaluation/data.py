@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -119,8 +119,12 @@ class Interactions:
 
     def item_text(self, i: int) -> str:
         """Title and genres of item ``i`` as one line, the text the encoder sees."""
-        genres = ", ".join(self.genres[i])
-        return f"{self.titles[i]}. Genres: {genres}" if genres else self.titles[i]
+        return item_text(self.titles[i], self.genres[i])
+
+
+def item_text(title: str, genres: Sequence[str]) -> str:
+    """The encoder's text of a movie; the MovieLens workload publishes the same."""
+    return f"{title}. Genres: {', '.join(genres)}" if genres else title
 
 
 @dataclass(frozen=True, eq=False)
