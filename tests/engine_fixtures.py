@@ -11,6 +11,11 @@ start-to-ready times as JSON (CI reports them), e.g.
 
 Load with ``pytest_plugins = ["tests.engine_fixtures"]`` (or ``-p tests.engine_fixtures``).
 Tests share one engine: use a fresh topic name or keyspace per test.
+
+The session's Kafka also listens with SASL_PLAINTEXT for the users of
+:data:`KAFKA_SASL_USERS` (PLAIN, SCRAM-SHA-256, SCRAM-SHA-512); the
+``kafka_sasl_engine`` fixture gives that listener's address. Same JVM, so no
+second start: the extra listener and the SCRAM users cost ~0.1 s.
 """
 
 from __future__ import annotations
@@ -19,7 +24,8 @@ import fcntl
 import json
 import logging
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -30,6 +36,18 @@ from deploy.engines.common import EngineInfo, free_port
 log = logging.getLogger("tests.engine_fixtures")
 
 TIMES_ENV = "INTEREST_STREAM_ENGINE_TIMES"
+
+#: Users of the session Kafka's SASL_PLAINTEXT listener, name -> password.
+KAFKA_SASL_USERS: Mapping[str, str] = {"alice": "alice-secret", "bob": "bob-secret"}
+
+
+@dataclass(frozen=True)
+class SaslKafka:
+    """The session's Kafka as a SASL_PLAINTEXT client sees it."""
+
+    engine: EngineInfo
+    address: str
+    users: Mapping[str, str]
 
 
 def _record_time(info: EngineInfo) -> None:
@@ -84,8 +102,17 @@ def engines_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def kafka_engine(engines_home: Path, pytestconfig: pytest.Config) -> Iterator[EngineInfo]:
     """A running Apache Kafka; ``kafka_engine.address`` is the bootstrap server."""
     yield from _engine(
-        lambda home, port: kafka.start(home, port=port), kafka.stop, engines_home, pytestconfig
+        lambda home, port: kafka.start(home, port=port, sasl_users=KAFKA_SASL_USERS),
+        kafka.stop,
+        engines_home,
+        pytestconfig,
     )
+
+
+@pytest.fixture(scope="session")
+def kafka_sasl_engine(kafka_engine: EngineInfo) -> SaslKafka:
+    """``kafka_engine``'s SASL_PLAINTEXT listener and the users it accepts."""
+    return SaslKafka(kafka_engine, kafka.sasl_address(kafka_engine), KAFKA_SASL_USERS)
 
 
 @pytest.fixture(scope="session")

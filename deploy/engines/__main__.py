@@ -48,6 +48,21 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         f"{kafka.DEFAULT_CONTROLLER_PORT} with the default client port, else a free one)",
     )
     parser.add_argument(
+        "--kafka-sasl-user",
+        action="append",
+        default=[],
+        metavar="NAME=PASSWORD",
+        help="add a SASL_PLAINTEXT listener accepting this user with PLAIN, SCRAM-SHA-256 "
+        "and SCRAM-SHA-512 (repeat for more users; PLAINTEXT stays the default listener)",
+    )
+    parser.add_argument(
+        "--kafka-sasl-port",
+        type=int,
+        default=None,
+        help="port of the SASL_PLAINTEXT listener "
+        "(default $INTEREST_STREAM_KAFKA_SASL_PORT, else a free one)",
+    )
+    parser.add_argument(
         "--cassandra-port",
         type=int,
         default=None,
@@ -56,7 +71,25 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--timeout", type=float, default=None, help="seconds to wait for readiness")
     parser.add_argument("--json", action="store_true", help="print engine info as JSON")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    try:
+        args.kafka_sasl_users = _users(args.kafka_sasl_user)
+    except ValueError as exc:
+        parser.error(str(exc))
+    if args.kafka_sasl_port is not None and not args.kafka_sasl_users:
+        parser.error("--kafka-sasl-port needs at least one --kafka-sasl-user")
+    return args
+
+
+def _users(pairs: list[str]) -> dict[str, str]:
+    """``["alice=secret", ...]`` as ``{"alice": "secret", ...}``."""
+    users = {}
+    for pair in pairs:
+        name, sep, password = pair.partition("=")
+        if not sep or not name or not password:
+            raise ValueError(f"--kafka-sasl-user wants NAME=PASSWORD, not {pair!r}")
+        users[name] = password
+    return users
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -77,6 +110,8 @@ def main(argv: list[str] | None = None) -> int:
                         port=args.kafka_port,
                         controller_port=args.kafka_controller_port,
                         timeout=args.timeout,
+                        sasl_users=args.kafka_sasl_users or None,
+                        sasl_port=args.kafka_sasl_port,
                     )
                 else:
                     info = cassandra.start(home, port=args.cassandra_port, timeout=args.timeout)
