@@ -48,6 +48,7 @@ def run_passthrough_worker() -> None:
         settings.app_id,
         broker=f"{transport.SCHEME}://{settings.bootstrap_servers}",
         store="memory://",
+        datadir=str(Path(settings.data_dir) / "faust"),
         web_enabled=False,
         autodiscover=False,
         topic_allow_declare=False,

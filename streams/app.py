@@ -15,6 +15,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TypeVar
 
 import faust
@@ -68,6 +69,7 @@ def create_app(settings: Settings, bootstrap: str, runtime: Runtime) -> faust.Ap
         broker=f"{transport.SCHEME}://{bootstrap}",
         broker_credentials=_credentials(settings),
         store="memory://",
+        datadir=str(Path(settings.data_dir) / "faust"),
         web_enabled=False,
         autodiscover=False,
         topic_partitions=settings.partitions,
