@@ -6,6 +6,7 @@ Every test uses its own item and user ids, so they share one worker.
 from __future__ import annotations
 
 import base64
+from collections.abc import Callable
 
 import numpy as np
 import pytest
@@ -13,6 +14,8 @@ import pytest
 from models.catalogue import Catalogue
 from models.core import step
 from streams import codec
+from streams.settings import Settings
+from streams.stores.base import Store
 from streams.workload import bad_behaviour_records, synthetic_workload, to_json_bytes
 from tests.pipeline_fixtures import Pipeline
 
@@ -45,18 +48,30 @@ def test_deltas_equal_an_offline_replay_of_the_same_batches(pipeline: Pipeline) 
     items, events = scenario("r-")
     pipeline.send(pipeline.settings.topics.items, item_records(items))
     pipeline.send(pipeline.settings.topics.behaviours, event_records(events))
+    assert_deltas_replay(pipeline.settings, pipeline.store(), items, events, pipeline.deltas)
 
-    store = pipeline.store()
+
+def assert_deltas_replay(
+    settings: Settings,
+    store: Store,
+    items: list[dict],
+    events: list[dict],
+    deltas_of: Callable[[str], list[dict]],
+) -> None:
+    """Each user's deltas (``deltas_of(user)``, by version) equal an offline
+    replay of the same batches through the pure core, and the stored state
+    matches the last one. ``store`` is the worker's, ``settings`` its settings.
+    """
     catalogue = Catalogue(384)
     for item in store.get_items([i["item_id"] for i in items]).values():
         catalogue.upsert(item.item_id, item.vector, item.tags)
-    params = pipeline.settings.core_params()
+    params = settings.core_params()
     users = sorted({e["user_id"] for e in events})
     stored = store.get_states(users)
     for user in users:
         mine = [e for e in events if e["user_id"] == user]
         decoded = [codec.decode_behaviour(None, to_json_bytes(e), None, NOW) for e in mine]
-        deltas = pipeline.deltas(user)
+        deltas = deltas_of(user)
         assert deltas, f"no deltas for {user}"
         versions = [d["version"] for d in deltas]
         assert versions == sorted(set(versions))

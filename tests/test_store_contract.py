@@ -1,7 +1,9 @@
 """The contract every store passes: embedded SQLite (memory, file) and Cassandra.
 
-The Cassandra variant needs the session fixture ``cassandra_engine`` (from
-``tests.engine_fixtures``); each test gets a fresh keyspace, dropped after it.
+The Cassandra variants need the session fixtures ``cassandra_engine`` and
+``cassandra_secure_engine`` (password authentication and TLS, logged in as
+a non-superuser role) from ``tests.engine_fixtures``; each test gets a fresh
+keyspace, dropped after it.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from streams.stores.sqlite import SqliteStore
 
 if TYPE_CHECKING:
     from deploy.engines.common import EngineInfo
+    from tests.engine_fixtures import SecureCassandra
 
 
 @contextmanager
@@ -51,12 +54,37 @@ def _cassandra(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store
         s.close()
 
 
+@contextmanager
+def _cassandra_secure(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    from streams.stores.cassandra import CassandraStore
+
+    secure: SecureCassandra = request.getfixturevalue("cassandra_secure_engine")
+    s = CassandraStore(
+        secure.engine.host,
+        secure.engine.port,
+        f"contract_{uuid.uuid4().hex[:12]}",
+        username=secure.username,
+        password=secure.password,
+        ssl_ca_file=str(secure.ca_file),
+    )
+    try:
+        yield s
+    finally:
+        s.drop_keyspace()  # allowed: the role owns the keyspace it created
+        s.close()
+
+
 def cassandra_engine_for(request: pytest.FixtureRequest) -> EngineInfo:
     """The session's Cassandra, started on first use (``tests.engine_fixtures``)."""
     return request.getfixturevalue("cassandra_engine")
 
 
-STORES = {"sqlite-memory": _sqlite_memory, "sqlite-file": _sqlite_file, "cassandra": _cassandra}
+STORES = {
+    "sqlite-memory": _sqlite_memory,
+    "sqlite-file": _sqlite_file,
+    "cassandra": _cassandra,
+    "cassandra-auth-tls": _cassandra_secure,
+}
 
 
 @pytest.fixture(params=sorted(STORES), ids=sorted(STORES))

@@ -43,6 +43,7 @@ INSTALL_HINTS = {
     "java": "install a Java 17 runtime, e.g. `apt-get install openjdk-17-jre-headless`",
     "mvn": "install Apache Maven, e.g. `apt-get install maven` (it fetches the jars "
     "from Maven Central once)",
+    "keytool": "install a Java 17 JDK or JRE (keytool ships with it)",
 }
 
 
@@ -175,7 +176,7 @@ def ensure_jars(engine: str, version: str, pom: Path, version_property: str) -> 
     if _marker_matches(marker, pom_hash):
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
-    with _locked(target.parent / f".{target.name}.lock"):
+    with locked(target.parent / f".{target.name}.lock"):
         if _marker_matches(marker, pom_hash):
             return target
         mvn = require_tool("mvn")
@@ -219,7 +220,7 @@ def _marker_matches(marker: Path, pom_hash: str) -> bool:
 
 
 @contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
+def locked(path: Path) -> Iterator[None]:
     with open(path, "a") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
@@ -501,6 +502,11 @@ def _running(spec: EngineSpec, home: Path) -> tuple[int | None, EngineInfo | Non
     return pid, info
 
 
+def running_pid(spec: EngineSpec, home: Path) -> int | None:
+    """The pid of this home's engine if it runs (a stale pid file is removed)."""
+    return _running(spec, Path(home).resolve())[0]
+
+
 def status(spec: EngineSpec, home: Path) -> EngineInfo | None:
     """The engine of ``home`` if it runs and answers, else None."""
     home = Path(home).resolve()
@@ -524,7 +530,7 @@ def start(
     home = Path(home).resolve()
     timeout = spec.ready_timeout if timeout is None else timeout
     spec.dir(home).mkdir(parents=True, exist_ok=True)
-    with _locked(spec.dir(home) / ".lock"):
+    with locked(spec.dir(home) / ".lock"):
         reused = _reuse(spec, home, port, timeout)
         if reused is not None:
             return reused

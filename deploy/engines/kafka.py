@@ -24,24 +24,46 @@ SCRAM credentials live in the cluster metadata: written by StorageTool
 API (AlterUserScramCredentials, over PLAINTEXT) when the storage was
 formatted earlier without them. ``start`` returns once every user
 authenticates on the SASL listener with PLAIN and SCRAM-SHA-256.
+
+Optional TLS: ``start(home, tls=tls.ensure(home / "tls"))`` adds
+``SSL://127.0.0.1:<ssl port>`` (``info.ports["ssl"]``, ``ssl_address(info)``)
+and, with ``sasl_users`` too, ``SASL_SSL://127.0.0.1:<sasl_ssl port>``
+(``info.ports["sasl_ssl"]``, ``sasl_ssl_address(info)``; same mechanisms and
+users as SASL_PLAINTEXT). The broker presents the PKCS12 key store of the
+:class:`~deploy.engines.tls.TlsMaterial` (no client certificates asked);
+clients trust its CA, ``ca_file(info)``, and may check the host name
+(127.0.0.1 or localhost). Ports: ``ssl_port``/``sasl_ssl_port``,
+``INTEREST_STREAM_KAFKA_SSL_PORT``/``INTEREST_STREAM_KAFKA_SASL_SSL_PORT`` or
+free ports. ``start`` returns once a client trusting that CA completes the
+TLS handshake on the SSL listener and every user logs in over SASL_SSL with
+PLAIN and SCRAM-SHA-512.
+
+Reusing a running Kafka: it must already have every listener asked for (on
+the ports asked for, if any) and accept the users and the CA; otherwise
+``start`` raises :class:`EngineError` saying to stop it first.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import logging
 import os
 import re
+import ssl
 import subprocess
 import time
 import uuid
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from string import Template
+from typing import Any
 
 from deploy.engines import common
 from deploy.engines.common import EngineError, EngineInfo
+from deploy.engines.tls import TlsMaterial
 
 VERSION = os.environ.get("INTEREST_STREAM_KAFKA_VERSION", "4.1.2")
 DEFAULT_PORT = 9092
@@ -53,8 +75,41 @@ SCRAM_MECHANISMS = ("SCRAM-SHA-256", "SCRAM-SHA-512")
 # Names and passwords go unquoted into StorageTool's --add-scram and inside
 # double quotes into the JAAS config: keep them to characters safe in both.
 _SASL_TEXT = re.compile(r"[A-Za-z0-9_.@:+-]+")
+# Under HOME/kafka: which CA the TLS listeners' certificate chains to.
+TLS_RECORD = "tls.json"
 
 log = logging.getLogger("deploy.engines.kafka")
+
+
+@dataclass(frozen=True)
+class Listener:
+    """An optional client listener besides PLAINTEXT.
+
+    ``role`` is its key in ``info.ports``; ``protocol`` the Kafka security
+    protocol, also used as the listener's name; it exists when ``start`` got
+    users (``sasl``) and/or TLS material (``tls``), as it needs them.
+    """
+
+    role: str
+    protocol: str
+    sasl: bool
+    tls: bool
+
+    @property
+    def env(self) -> str:
+        """The environment variable that may fix its port."""
+        return f"INTEREST_STREAM_KAFKA_{self.role.upper()}_PORT"
+
+    @property
+    def config_prefix(self) -> str:
+        """Prefix of its per-listener settings in server.properties."""
+        return f"listener.name.{self.protocol.lower()}"
+
+
+SASL = Listener("sasl", "SASL_PLAINTEXT", sasl=True, tls=False)
+SSL = Listener("ssl", "SSL", sasl=False, tls=True)
+SASL_SSL = Listener("sasl_ssl", "SASL_SSL", sasl=True, tls=True)
+LISTENERS = (SASL, SSL, SASL_SSL)
 
 
 class Kafka(common.EngineSpec):
@@ -67,18 +122,27 @@ class Kafka(common.EngineSpec):
         version: str = VERSION,
         controller_port: int | None = None,
         sasl_users: Mapping[str, str] | None = None,
-        sasl_port: int | None = None,
+        tls: TlsMaterial | None = None,
+        listener_ports: Mapping[str, int | None] | None = None,
     ) -> None:
+        """``listener_ports``: role (``"sasl"``, ``"ssl"``, ``"sasl_ssl"``) -> port asked for."""
         self.version = version
         self.controller_port = controller_port
         self.sasl_users = dict(sasl_users or {})
-        self.sasl_port = sasl_port
+        self.tls = tls
+        self.listener_ports = {k: v for k, v in (listener_ports or {}).items() if v is not None}
         for text in (*self.sasl_users, *self.sasl_users.values()):
             if not _SASL_TEXT.fullmatch(text):
                 raise EngineError(
                     f"kafka SASL user names and passwords may hold only letters, digits "
                     f"and _.@:+- (got {text!r})"
                 )
+        unused = set(self.listener_ports) - {x.role for x in self.listeners}
+        if unused:
+            raise EngineError(
+                f"kafka {', '.join(sorted(unused))} port(s) given without the listener: "
+                "SASL listeners need sasl_users, TLS listeners need tls"
+            )
 
     def ports(self, port: int | None) -> dict[str, int]:
         client = port or common.env_int("INTEREST_STREAM_KAFKA_PORT") or DEFAULT_PORT
@@ -92,16 +156,28 @@ class Kafka(common.EngineSpec):
         if controller == client:
             raise EngineError(f"kafka client and controller ports are both {client}")
         ports = {"client": client, "controller": controller}
-        if self.sasl_users:
-            sasl = (
-                self.sasl_port
-                or common.env_int("INTEREST_STREAM_KAFKA_SASL_PORT")
-                or common.free_port(avoid=[client, controller])
+        for listener in self.listeners:
+            taken = list(ports.values())
+            port = (
+                self.listener_ports.get(listener.role)
+                or common.env_int(listener.env)
+                or common.free_port(avoid=taken)
             )
-            if sasl in (client, controller):
-                raise EngineError(f"kafka SASL port {sasl} is also its client or controller port")
-            ports["sasl"] = sasl
+            if port in taken:
+                raise EngineError(
+                    f"kafka {listener.protocol} port {port} is also another of its ports"
+                )
+            ports[listener.role] = port
         return ports
+
+    @property
+    def listeners(self) -> list[Listener]:
+        """The optional listeners this start has users and TLS material for."""
+        return [
+            listener
+            for listener in LISTENERS
+            if (self.sasl_users or not listener.sasl) and (self.tls or not listener.tls)
+        ]
 
     def jars(self) -> Path:
         return common.ensure_jars(
@@ -135,9 +211,10 @@ class Kafka(common.EngineSpec):
                 port=ports["client"],
                 controller_port=ports["controller"],
                 log_dirs=self.data(home),
-                **self._sasl_template(ports.get("sasl")),
+                **self._listener_template(ports),
             )
         )
+        self._record_ca(home)
         if not (self.data(home) / "meta.properties").exists():
             self._format(home, config, jars)
         return [*self.jvm(home, jars), self.main_class, str(config)]
@@ -168,29 +245,45 @@ class Kafka(common.EngineSpec):
                 + (proc.stdout + proc.stderr).strip()[-3000:]
             )
 
-    def _sasl_template(self, port: int | None) -> dict[str, str]:
-        """The SASL placeholders of server.properties: empty without a SASL port."""
-        if port is None:
-            return {"sasl_listener": "", "sasl_protocol": "", "sasl_config": ""}
+    def _listener_template(self, ports: Mapping[str, int]) -> dict[str, str]:
+        """The optional listeners' placeholders of server.properties (empty without any)."""
+        listeners = self.listeners
+        lines = _tls_lines(self.tls) if self.tls else []
+        for listener in listeners:
+            if listener.sasl:
+                lines += self._sasl_lines(listener)
+        return {
+            "extra_listeners": "".join(
+                f",{x.protocol}://{common.LOOPBACK}:{ports[x.role]}" for x in listeners
+            ),
+            "extra_protocols": "".join(f",{x.protocol}:{x.protocol}" for x in listeners),
+            "extra_config": "\n".join(["", *lines]) if lines else "",
+        }
+
+    def _sasl_lines(self, listener: Listener) -> list[str]:
+        """PLAIN users in the listener's JAAS config; SCRAM users live in the metadata."""
         plain_users = " ".join(f'user_{n}="{p}"' for n, p in self.sasl_users.items())
-        prefix = "listener.name.sasl_plaintext"
+        prefix = listener.config_prefix
         lines = [
-            "# SASL_PLAINTEXT listener for clients (start(sasl_users=...)); brokers and",
+            f"# {listener.protocol} listener for clients (start(sasl_users=...)); brokers and",
             "# the controller keep talking PLAINTEXT, so no broker-side credentials.",
             f"{prefix}.sasl.enabled.mechanisms={','.join(SASL_MECHANISMS)}",
             f"{prefix}.plain.sasl.jaas.config="
             f"org.apache.kafka.common.security.plain.PlainLoginModule required {plain_users};",
         ]
-        lines += [
+        return lines + [
             f"{prefix}.{m.lower()}.sasl.jaas.config="
             "org.apache.kafka.common.security.scram.ScramLoginModule required;"
             for m in SCRAM_MECHANISMS
         ]
-        return {
-            "sasl_listener": f",SASL_PLAINTEXT://{common.LOOPBACK}:{port}",
-            "sasl_protocol": ",SASL_PLAINTEXT:SASL_PLAINTEXT",
-            "sasl_config": "\n" + "\n".join(lines),
-        }
+
+    def _record_ca(self, home: Path) -> None:
+        """Note the CA clients must trust in ``HOME/kafka/tls.json`` (see :func:`ca_file`)."""
+        record = self.dir(home) / TLS_RECORD
+        if self.tls is None:
+            record.unlink(missing_ok=True)
+        else:
+            record.write_text(json.dumps({"ca_file": str(self.tls.ca_pem.resolve())}) + "\n")
 
     def probe(self, port: int, timeout: float) -> str | None:
         return self.version if broker_answers(common.LOOPBACK, port, timeout) else None
@@ -198,6 +291,21 @@ class Kafka(common.EngineSpec):
     def log_files(self, home: Path) -> list[Path]:
         logs = self.logs(home)
         return [logs / "server.log", logs / "kafka.out"]
+
+
+def _tls_lines(material: TlsMaterial) -> list[str]:
+    """The key store every TLS listener presents (start(tls=...)); no client certs.
+
+    An absolute path: the broker runs in ``HOME/kafka``, not in our directory.
+    """
+    return [
+        "# Key store of the SSL and SASL_SSL listeners (start(tls=...)).",
+        "ssl.keystore.type=PKCS12",
+        f"ssl.keystore.location={material.keystore.resolve()}",
+        f"ssl.keystore.password={material.password}",
+        f"ssl.key.password={material.password}",
+        "ssl.client.auth=none",
+    ]
 
 
 def random_cluster_id() -> str:
@@ -240,76 +348,168 @@ def broker_answers(host: str, port: int, timeout: float) -> bool:
         client_log.setLevel(level)
 
 
-def sasl_authenticates(
-    address: str, mechanism: str, username: str, password: str, timeout: float = 5.0
-) -> bool:
-    """True if ``username``/``password`` pass ``mechanism`` on the SASL listener.
+def client_ssl_context(ca_file: Path | str) -> ssl.SSLContext:
+    """A client TLS context trusting only ``ca_file``, checking the host name."""
+    return ssl.create_default_context(cafile=str(ca_file))
 
-    False if the broker refuses the login; :class:`EngineError` if the listener
-    does not answer within ``timeout``. One aiokafka connection, not a
-    kafka-python client: kafka-python 3 retries a refused login until its
-    bootstrap timeout and then raises a bare ``KafkaTimeoutError``, while
-    aiokafka's connection raises ``SaslAuthenticationFailed`` at once.
+
+def _connect(address: str, timeout: float, **options: Any) -> None:
+    """One aiokafka connection, closed again: TCP, the TLS handshake if asked,
+    ApiVersions, and the SASL login if asked (``options`` as ``create_conn``'s).
+
+    aiokafka, not kafka-python: kafka-python 3 retries a refused login or
+    handshake until its bootstrap timeout and then raises a bare
+    ``KafkaTimeoutError``, while aiokafka's connection raises the cause at once.
     """
     from aiokafka.conn import create_conn
-    from aiokafka.errors import SaslAuthenticationFailed
 
     host, port = address.rsplit(":", 1)
 
-    async def login() -> None:
+    async def connect() -> None:
         conn = await create_conn(
             host,
             int(port),
-            client_id="interest-stream-engines-sasl-probe",
+            client_id="interest-stream-engines-probe",
             request_timeout_ms=int(timeout * 1000),
-            security_protocol="SASL_PLAINTEXT",
-            sasl_mechanism=mechanism,
-            sasl_plain_username=username,
-            sasl_plain_password=password,
+            **options,
         )
         conn.close()
 
     client_log = logging.getLogger("aiokafka")
     level = client_log.level
-    client_log.setLevel(logging.ERROR)  # "credentials in the clear" is the point here
+    client_log.setLevel(logging.ERROR)  # "credentials in the clear" is the point of SASL_PLAINTEXT
     try:
-        asyncio.run(asyncio.wait_for(login(), timeout))
-        return True
-    except SaslAuthenticationFailed:
-        return False
-    except (TimeoutError, OSError, RuntimeError) as exc:  # aiokafka.errors.KafkaError too
-        raise EngineError(f"kafka SASL listener {address} does not answer: {exc!r}") from exc
+        asyncio.run(asyncio.wait_for(connect(), timeout))
     finally:
         client_log.setLevel(level)
 
 
-def sasl_address(info: EngineInfo) -> str:
-    """``host:port`` of the SASL_PLAINTEXT listener of a Kafka started with ``sasl_users``."""
-    port = info.ports.get("sasl")
+def sasl_authenticates(
+    address: str,
+    mechanism: str,
+    username: str,
+    password: str,
+    timeout: float = 5.0,
+    ca_file: Path | str | None = None,
+) -> bool:
+    """True if ``username``/``password`` pass ``mechanism`` on a SASL listener.
+
+    SASL_PLAINTEXT, or SASL_SSL trusting ``ca_file`` when given. False if the
+    broker refuses the login; :class:`EngineError` if the listener does not
+    answer within ``timeout`` or the TLS handshake fails.
+    """
+    from aiokafka.errors import SaslAuthenticationFailed
+
+    tls: dict[str, Any] = (
+        {"security_protocol": "SASL_PLAINTEXT"}
+        if ca_file is None
+        else {"security_protocol": "SASL_SSL", "ssl_context": client_ssl_context(ca_file)}
+    )
+    try:
+        _connect(
+            address,
+            timeout,
+            sasl_mechanism=mechanism,
+            sasl_plain_username=username,
+            sasl_plain_password=password,
+            **tls,
+        )
+        return True
+    except SaslAuthenticationFailed:
+        return False
+    except ssl.SSLError as exc:
+        raise EngineError(f"kafka TLS handshake with {address} failed: {exc}") from exc
+    except (TimeoutError, OSError, RuntimeError) as exc:  # aiokafka.errors.KafkaError too
+        raise EngineError(f"kafka SASL listener {address} does not answer: {exc!r}") from exc
+
+
+def tls_handshakes(address: str, ca_file: Path | str, timeout: float = 5.0) -> bool:
+    """True if the SSL listener's certificate verifies against ``ca_file`` (host
+    name included) and Kafka answers over TLS; False if verification fails;
+    :class:`EngineError` if the listener does not answer within ``timeout``.
+    """
+    try:
+        _connect(address, timeout, security_protocol="SSL", ssl_context=client_ssl_context(ca_file))
+        return True
+    except ssl.SSLCertVerificationError:
+        return False
+    except (TimeoutError, OSError, RuntimeError) as exc:  # ssl.SSLError and KafkaError too
+        raise EngineError(f"kafka SSL listener {address} does not answer: {exc!r}") from exc
+
+
+def _address(info: EngineInfo, listener: Listener, hint: str) -> str:
+    port = info.ports.get(listener.role)
     if port is None:
-        raise EngineError(f"kafka at {info.address} has no SASL listener; start it with sasl_users")
+        raise EngineError(
+            f"kafka at {info.address} has no {listener.protocol} listener; start it with {hint}"
+        )
     return f"{info.host}:{port}"
 
 
-def _ensure_sasl_users(
-    info: EngineInfo, users: Mapping[str, str], sasl_port: int | None, timeout: float
+def sasl_address(info: EngineInfo) -> str:
+    """``host:port`` of the SASL_PLAINTEXT listener of a Kafka started with ``sasl_users``."""
+    return _address(info, SASL, "sasl_users")
+
+
+def ssl_address(info: EngineInfo) -> str:
+    """``host:port`` of the SSL listener of a Kafka started with ``tls``."""
+    return _address(info, SSL, "tls")
+
+
+def sasl_ssl_address(info: EngineInfo) -> str:
+    """``host:port`` of the SASL_SSL listener of a Kafka started with ``sasl_users`` and ``tls``."""
+    return _address(info, SASL_SSL, "sasl_users and tls")
+
+
+def ca_file(info: EngineInfo) -> Path:
+    """The CA file clients of ``info``'s TLS listeners trust (recorded at start)."""
+    ssl_address(info)  # raises if there is no TLS listener
+    record = info.home / "kafka" / TLS_RECORD
+    try:
+        return Path(json.loads(record.read_text())["ca_file"])
+    except (OSError, ValueError, KeyError) as exc:
+        raise EngineError(f"kafka at {info.address}: cannot read {record}: {exc}") from exc
+
+
+def _require_listeners(info: EngineInfo, spec: Kafka) -> None:
+    """A reused Kafka must have every listener asked for, on the port asked for."""
+    for listener in spec.listeners:
+        running = info.ports.get(listener.role)
+        if running is None:
+            raise EngineError(
+                f"kafka already runs for {info.home / 'kafka'} (pid {info.pid}) but has no "
+                f"{listener.protocol} listener; stop it first or use another --home"
+            )
+        asked = spec.listener_ports.get(listener.role)
+        if asked is not None and asked != running:
+            raise EngineError(
+                f"kafka already runs for {info.home / 'kafka'} with its {listener.protocol} "
+                f"listener on port {running}, not on the {asked} asked for; stop it first"
+            )
+
+
+def _wait_login(
+    address: str,
+    mechanism: str,
+    name: str,
+    password: str,
+    deadline: float,
+    ca_file: Path | None = None,
 ) -> None:
+    """Retry a login until the broker knows the user (new SCRAM credentials) or ``deadline``."""
+    while not sasl_authenticates(address, mechanism, name, password, ca_file=ca_file):
+        if time.monotonic() > deadline:
+            raise EngineError(f"kafka at {address} still refuses {mechanism} user {name!r}")
+        time.sleep(0.2)
+
+
+def _ensure_sasl_users(info: EngineInfo, users: Mapping[str, str], timeout: float) -> None:
     """Check every user logs in on the SASL listener; add missing SCRAM credentials.
 
     SCRAM users are missing when the storage was formatted earlier without
     them (or for other users); they are then upserted over PLAINTEXT, which
     needs no credentials, and the login retried until the broker has them.
     """
-    if "sasl" not in info.ports:
-        raise EngineError(
-            f"kafka already runs for {info.home / 'kafka'} (pid {info.pid}) without a SASL "
-            "listener; stop it first or use another --home"
-        )
-    if sasl_port is not None and sasl_port != info.ports["sasl"]:
-        raise EngineError(
-            f"kafka already runs for {info.home / 'kafka'} with its SASL listener on port "
-            f"{info.ports['sasl']}, not on the {sasl_port} asked for; stop it first"
-        )
     address = sasl_address(info)
     for name, password in users.items():
         if not sasl_authenticates(address, "PLAIN", name, password):
@@ -328,10 +528,29 @@ def _ensure_sasl_users(
     _upsert_scram(info.address, {name: users[name] for name in missing})
     deadline = time.monotonic() + timeout
     for name in missing:
-        while not sasl_authenticates(address, "SCRAM-SHA-256", name, users[name]):
-            if time.monotonic() > deadline:
-                raise EngineError(f"kafka at {address} still refuses SCRAM user {name!r}")
-            time.sleep(0.2)
+        _wait_login(address, "SCRAM-SHA-256", name, users[name], deadline)
+
+
+def _check_tls(
+    info: EngineInfo, material: TlsMaterial, users: Mapping[str, str], timeout: float
+) -> None:
+    """A client trusting ``material``'s CA gets through the SSL listener's handshake,
+    and every user logs in over SASL_SSL with PLAIN and SCRAM-SHA-512."""
+    address = ssl_address(info)
+    if not tls_handshakes(address, material.ca_pem):
+        raise EngineError(
+            f"kafka at {address} presents a certificate that {material.ca_pem} does not "
+            "verify: it runs with other TLS material; stop it and start again"
+        )
+    if not users:
+        return
+    address = sasl_ssl_address(info)
+    deadline = time.monotonic() + timeout
+    for name, password in users.items():
+        if not sasl_authenticates(address, "PLAIN", name, password, ca_file=material.ca_pem):
+            raise EngineError(f"kafka at {address} refuses PLAIN user {name!r} over SASL_SSL")
+        # SCRAM-SHA-512 may have been upserted a moment ago (see _ensure_sasl_users).
+        _wait_login(address, "SCRAM-SHA-512", name, password, deadline, material.ca_pem)
 
 
 def _upsert_scram(bootstrap: str, users: Mapping[str, str]) -> None:
@@ -355,9 +574,15 @@ def _upsert_scram(bootstrap: str, users: Mapping[str, str]) -> None:
 def _spec(
     controller_port: int | None = None,
     sasl_users: Mapping[str, str] | None = None,
-    sasl_port: int | None = None,
+    tls: TlsMaterial | None = None,
+    listener_ports: Mapping[str, int | None] | None = None,
 ) -> Kafka:
-    return Kafka(controller_port=controller_port, sasl_users=sasl_users, sasl_port=sasl_port)
+    return Kafka(
+        controller_port=controller_port,
+        sasl_users=sasl_users,
+        tls=tls,
+        listener_ports=listener_ports,
+    )
 
 
 def start(
@@ -367,29 +592,47 @@ def start(
     timeout: float | None = None,
     sasl_users: Mapping[str, str] | None = None,
     sasl_port: int | None = None,
+    tls: TlsMaterial | None = None,
+    ssl_port: int | None = None,
+    sasl_ssl_port: int | None = None,
 ) -> EngineInfo:
     """Start Kafka under ``home`` (or reuse the one running there); see module doc.
 
     ``sasl_users`` (name -> password) adds the SASL_PLAINTEXT listener, on
     ``sasl_port`` or a free port; :func:`sasl_address` gives its address.
+    ``tls`` (e.g. ``tls.ensure(home / "tls")``) adds the SSL listener
+    (``ssl_port``, :func:`ssl_address`) and, with ``sasl_users``, the SASL_SSL
+    one (``sasl_ssl_port``, :func:`sasl_ssl_address`); :func:`ca_file` names
+    the CA their clients trust.
     """
-    spec = _spec(controller_port, sasl_users, sasl_port)
+    ports = {"sasl": sasl_port, "ssl": ssl_port, "sasl_ssl": sasl_ssl_port}
+    spec = _spec(controller_port, sasl_users, tls, ports)
     info = common.start(spec, home, port, timeout)
-    if spec.sasl_users:
+    if spec.listeners:
         began = time.monotonic()
         try:
-            _ensure_sasl_users(info, spec.sasl_users, sasl_port, timeout or spec.ready_timeout)
+            _check_listeners(info, spec, timeout or spec.ready_timeout)
         except BaseException:
             if not info.reused:  # half set up: leave nothing running, as a failed start does
                 common.stop(spec, home)
             raise
         log.info(
-            "kafka SASL listener %s accepts %d user(s) (checked in %.1f s)",
-            sasl_address(info),
+            "kafka %s accept(s) %d user(s)%s (checked in %.2f s)",
+            ", ".join(f"{x.protocol} :{info.ports[x.role]}" for x in spec.listeners),
             len(spec.sasl_users),
+            f", TLS trusting {spec.tls.ca_pem}" if spec.tls else "",
             time.monotonic() - began,
         )
     return info
+
+
+def _check_listeners(info: EngineInfo, spec: Kafka, timeout: float) -> None:
+    """The optional listeners exist and accept the users and the CA of ``spec``."""
+    _require_listeners(info, spec)
+    if spec.sasl_users:
+        _ensure_sasl_users(info, spec.sasl_users, timeout)
+    if spec.tls is not None:
+        _check_tls(info, spec.tls, spec.sasl_users, timeout)
 
 
 def stop(home: Path) -> bool:
@@ -405,13 +648,21 @@ def status(home: Path) -> EngineInfo | None:
 __all__ = [
     "DEFAULT_CONTROLLER_PORT",
     "DEFAULT_PORT",
+    "LISTENERS",
     "SASL_MECHANISMS",
     "VERSION",
     "EngineError",
     "EngineInfo",
+    "Listener",
+    "TlsMaterial",
+    "ca_file",
+    "client_ssl_context",
     "sasl_address",
     "sasl_authenticates",
+    "sasl_ssl_address",
+    "ssl_address",
     "start",
     "status",
     "stop",
+    "tls_handshakes",
 ]
