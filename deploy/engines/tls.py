@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import secrets
 import subprocess
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +26,7 @@ from deploy.engines import common
 from deploy.engines.common import EngineError
 
 VALIDITY_DAYS = "365"
+RENEW_AFTER_DAYS = 335
 SERVER_NAMES = "IP:127.0.0.1,DNS:localhost"
 
 
@@ -39,13 +41,23 @@ class TlsMaterial:
 
 
 def ensure(folder: Path) -> TlsMaterial:
-    """The CA and server key store under ``folder``, made on first use."""
-    folder.mkdir(parents=True, exist_ok=True)
+    """The CA and server key store under ``folder``, made on first use.
+
+    Made again once it is older than :data:`RENEW_AFTER_DAYS` (before the
+    certificates expire); engines started earlier keep the old key store
+    until they restart. The folder is private to its owner (0700).
+    """
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
     ca_pem, keystore, secret = folder / "ca.pem", folder / "server.p12", folder / "password"
     with common.locked(folder / ".lock"):
-        if not (ca_pem.exists() and keystore.exists() and secret.exists()):
+        present = ca_pem.exists() and keystore.exists() and secret.exists()
+        if not present or _age_days(ca_pem) > RENEW_AFTER_DAYS:
             _make(folder, ca_pem, keystore, secret)
     return TlsMaterial(folder, ca_pem, keystore, secret.read_text().strip())
+
+
+def _age_days(path: Path) -> float:
+    return (time.time() - path.stat().st_mtime) / 86400
 
 
 def _make(folder: Path, ca_pem: Path, keystore: Path, secret: Path) -> None:
@@ -86,3 +98,6 @@ def _make(folder: Path, ca_pem: Path, keystore: Path, secret: Path) -> None:
     chain.unlink()
     ca_store.unlink()  # nothing else is ever signed: the CA key is not kept
     secret.write_text(password + "\n")
+    for path in (keystore, secret):
+        path.chmod(0o600)
+    folder.chmod(0o700)
