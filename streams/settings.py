@@ -71,6 +71,8 @@ class Settings:
     cassandra_ssl_ca_file: str = ""
     #: CQL schema to create (empty: deploy/cassandra/schema.cql of this checkout).
     cassandra_schema_file: str = ""
+    #: Item change feed entries Cassandra keeps (0: all); a lagging worker rescans.
+    cassandra_feed_retention: int = 200_000
     #: Inactive users' states expire after this long (0: never).
     state_ttl_seconds: int = 0
     encoder_device: str = "auto"

@@ -290,3 +290,47 @@ def test_replay_heals_an_index_a_crash_left_behind(
     assert b.watchers(["i1", "i2"]) == {"i2": {"u1"}}
     assert b.put_states([state("u1", 3, "b")]) == []
     assert b.watchers(["i1", "i2", "i3"]) == {"i3": {"u1"}}
+
+
+def test_item_feed_is_trimmed_and_a_lagging_reader_rescans(
+    request: pytest.FixtureRequest,
+) -> None:
+    from streams.stores.base import StoredItem
+    from streams.stores.cassandra import CassandraStore
+
+    engine = cassandra_engine_for(request)
+    keyspace = f"feed_{uuid.uuid4().hex[:12]}"
+    writer = CassandraStore(engine.host, engine.port, keyspace, feed_retention=100)
+    reader = CassandraStore(engine.host, engine.port, keyspace, feed_retention=100)
+    vector = np.ones(4, dtype=np.float32)
+
+    def items(ids: range, removed: bool = False) -> list[StoredItem]:
+        return [
+            StoredItem(f"i{n}", None if removed else vector * n, f"t{n}", (), f"h{n}") for n in ids
+        ]
+
+    try:
+        writer.put_items(items(range(0, 50)))
+        _, behind = reader.items_changed_since(0)  # a reader at seq 50
+        writer.put_items(items(range(50, 100)))
+        writer.put_items(items(range(10, 20), removed=True))
+        writer.put_items(items(range(100, 300)))  # the head crosses 200 and 300: trims
+        rows = list(writer._session.execute(f"SELECT seq FROM {keyspace}.item_changes"))
+        seqs = sorted(r["seq"] for r in rows if r["seq"] is not None)
+        assert seqs == list(range(211, 311))  # only the last 100 entries are kept
+
+        # Behind the retained entries: a full rescan, removals included.
+        changed, cursor = reader.items_changed_since(behind)
+        assert cursor == 310
+        live = {i.item_id for i in changed if i.vector is not None}
+        gone = {i.item_id for i in changed if i.vector is None}
+        assert live == {f"i{n}" for n in range(300) if not 10 <= n < 20}
+        assert gone == {f"i{n}" for n in range(10, 20)}
+        # Within them: only what the retained entries name, in feed order.
+        writer.put_items(items(range(5, 7)))
+        changed, cursor = reader.items_changed_since(cursor)
+        assert [i.item_id for i in changed] == ["i5", "i6"] and cursor == 312
+    finally:
+        reader.close()
+        writer.drop_keyspace()
+        writer.close()

@@ -48,9 +48,15 @@ entry, so a reader that sees a change fetches content at least that new.
 The feed is global, so its transactions and reads are always SERIAL (with
 LOCAL_SERIAL two data centres could hand out the same numbers). Costs:
 appends serialise on one partition (fine for a catalogue's rate of change),
-and the partition grows by ~40 bytes a change; the rows hold ids only, never
-vectors. ``items`` has no seq column: its content is always the latest, and
-a reader that sees a feed entry fetches it (or, from cursor 0, scans).
+and the rows hold ids only, never vectors (~40 bytes a change). ``items``
+has no seq column: its content is always the latest, and a reader that sees a
+feed entry fetches it (or, from cursor 0, scans).
+
+Retention: the partition keeps the last ``feed_retention`` entries; an
+append that crosses a multiple of ``max(100, feed_retention // 10)`` deletes
+the older ones with one range delete. A reader whose cursor fell behind the
+retained entries sees a gap (the first entry after its cursor is not
+``cursor + 1``) and resyncs with a full scan, as a fresh worker does.
 """
 
 from __future__ import annotations
@@ -190,6 +196,8 @@ class CassandraStore:
         False to skip the DDL (the schema is managed elsewhere).
     concurrency
         Requests in flight at once for one batch.
+    feed_retention
+        Item change feed entries kept (0: all); at least 100, one append's worth.
     protocol_version
         Native protocol: 5 for Cassandra 4.0 and later (fixed, so the driver
         does not probe and warn at every connect).
@@ -213,6 +221,7 @@ class CassandraStore:
         schema_file: str | Path | None = None,
         create_schema: bool = True,
         concurrency: int = 128,
+        feed_retention: int = 200_000,
         protocol_version: int = 5,
         connect_timeout: float = 10.0,
         request_timeout: float = 20.0,
@@ -221,6 +230,9 @@ class CassandraStore:
             raise ValueError(f"invalid keyspace name {keyspace!r}")
         if ttl_seconds < 0:
             raise ValueError("ttl_seconds must be >= 0")
+        if feed_retention and feed_retention < _FEED_CHUNK:
+            raise ValueError(f"feed_retention must be 0 or >= {_FEED_CHUNK}")
+        self.feed_retention = feed_retention
         points = (
             [p.strip() for p in contact_points.split(",") if p.strip()]
             if isinstance(contact_points, str)
@@ -296,6 +308,7 @@ class CassandraStore:
             password=settings.cassandra_password,
             ssl_ca_file=settings.cassandra_ssl_ca_file,
             schema_file=settings.cassandra_schema_file or None,
+            feed_retention=settings.cassandra_feed_retention,
         )
 
     def __repr__(self) -> str:
@@ -479,10 +492,19 @@ class CassandraStore:
                 continue
             if result.was_applied:
                 self._feed_head = head + len(item_ids)
+                self._trim_feed(head, self._feed_head)
                 return
             row = result.one() or {}
             head = row.get("last_seq")
         raise StoreContentionError("could not append to the item change feed")
+
+    def _trim_feed(self, before: int, after: int) -> None:
+        """Drop entries older than the retention when the head crossed a trim mark."""
+        if not self.feed_retention:
+            return
+        every = max(_FEED_CHUNK, self.feed_retention // 10)
+        if before // every != after // every:
+            self._execute(self._feed_trim, (_FEED, after - self.feed_retention))
 
     def _feed_holds(self, head: int, item_ids: list[str]) -> bool:
         """After a timed-out append: did it commit? (A serial read settles the round.)"""
@@ -502,16 +524,24 @@ class CassandraStore:
     def items_changed_since(self, cursor: int) -> tuple[list[StoredItem], int]:
         last: dict[str, int] = {}
         new_cursor = cursor
+        gap = False
         for row in self._execute(self._feed_since, (_FEED, cursor)):
+            gap = gap or (new_cursor == cursor and row["seq"] != cursor + 1)
             last.pop(row["item_id"], None)  # order by each item's latest change
             last[row["item_id"]] = row["seq"]
             new_cursor = row["seq"]
-        if cursor == 0:
-            # Everything changed: one table scan beats a read per item by ~10x.
+        if gap and cursor > 0:
+            log.info("item feed trimmed past cursor %d: resyncing with a full scan", cursor)
+        if cursor == 0 or gap:
+            # Everything changed (or the entries since the cursor are gone, so
+            # any item may have): one table scan beats a read per item by ~10x.
+            # Items with no retained entry first, then the feed's order.
             items = {r["item_id"]: _item(r) for r in self._execute(self._all_items, ())}
+            order = [*sorted(items.keys() - last.keys()), *last]
         else:
             items = self._fetch_items(list(last))
-        return [items[i] for i in last if i in items], new_cursor
+            order = list(last)
+        return [items[i] for i in order if i in items], new_cursor
 
     def _fetch_items(self, item_ids: Sequence[str]) -> dict[str, StoredItem]:
         """Items including removed ones (vector None); unknown ones absent."""
@@ -593,6 +623,7 @@ class CassandraStore:
         self._feed_since = self._prep(
             f"SELECT seq, item_id FROM {feed} WHERE feed = ? AND seq > ?", g, g
         )
+        self._feed_trim = self._prep(f"DELETE FROM {feed} WHERE feed = ? AND seq <= ?", w)
         self._feed_range = self._prep(
             f"SELECT seq, item_id FROM {feed} WHERE feed = ? AND seq > ? AND seq <= ?", g, g
         )
