@@ -132,10 +132,37 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+class BrokerUnreachable(BrokerError, KafkaError):
+    """No broker of the bootstrap list answered in time (also a KafkaError)."""
+
+
 def admin_client(bootstrap: str, **security: object) -> KafkaAdminClient:
-    return KafkaAdminClient(
-        bootstrap_servers=bootstrap, client_id="interest-stream-admin", **security
-    )
+    """A kafka-python admin client; :class:`BrokerUnreachable` if none answers.
+
+    kafka-python 3 reports a refused SASL login or an unverifiable
+    certificate only as a bootstrap timeout (the cause goes to its log), so
+    the error says which security settings were tried.
+    """
+    try:
+        return KafkaAdminClient(
+            bootstrap_servers=bootstrap, client_id="interest-stream-admin", **security
+        )
+    except KafkaError as exc:
+        raise BrokerUnreachable(
+            f"no Kafka broker answered at {bootstrap} ({_describe_security(security)}): "
+            f"{exc!r}. Check the address, the credentials and the CA file: a refused "
+            "login or certificate looks like this too (kafka-python logs the cause)"
+        ) from exc
+
+
+def _describe_security(security: dict[str, object]) -> str:
+    """The security settings in words, without secrets."""
+    words = [f"security_protocol={security.get('security_protocol', 'PLAINTEXT')}"]
+    if "sasl_mechanism" in security:
+        words.append(f"sasl_mechanism={security['sasl_mechanism']}")
+    if security.get("sasl_plain_username"):
+        words.append(f"user={security['sasl_plain_username']}")
+    return ", ".join(words)
 
 
 def wait_for_metadata(bootstrap: str, timeout: float = 30.0, **security: object) -> None:

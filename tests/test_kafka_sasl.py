@@ -86,10 +86,13 @@ def test_wrong_password_is_refused(kafka_sasl_engine: SaslKafka, refused: str) -
     # kafka-python 3 retries a refused login until its bootstrap timeout and
     # raises a bare timeout: bounded here, the cause is in the broker's log.
     began = time.monotonic()
-    with pytest.raises(KafkaError, match="bootstrap"):
+    with pytest.raises(KafkaError, match="bootstrap") as caught:
         admin_client(
             kafka_sasl_engine.address, **kafka_security(settings), bootstrap_timeout_ms=1500
         )
+    message = str(caught.value)
+    assert f"sasl_mechanism={refused}, user={user}" in message and "credentials" in message
+    assert "not-the-password" not in message
     assert time.monotonic() - began < 5
     server_log = kafka_sasl_engine.engine.home / "kafka" / "logs" / "server.log"
     assert "Failed authentication with /127.0.0.1" in server_log.read_text(errors="replace")

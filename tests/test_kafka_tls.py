@@ -231,9 +231,11 @@ def test_a_client_without_the_ca_is_refused(
     began = time.monotonic()
     with (
         caplog.at_level(logging.WARNING, logger="kafka"),
-        pytest.raises(KafkaError, match="bootstrap"),
+        pytest.raises(KafkaError, match="bootstrap") as caught,
     ):
         admin_client(address, **kafka_security(settings), bootstrap_timeout_ms=1500)
+    assert f"security_protocol={protocol}" in str(caught.value)
+    assert "CA file" in str(caught.value)
     assert time.monotonic() - began < 5
     assert "CERTIFICATE_VERIFY_FAILED" in caplog.text
 
