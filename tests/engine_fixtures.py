@@ -31,6 +31,8 @@ import fcntl
 import json
 import logging
 import os
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -40,6 +42,7 @@ import pytest
 
 from deploy.engines import cassandra, kafka, tls
 from deploy.engines.common import EngineInfo, free_port
+from tests.paths import ROOT
 
 log = logging.getLogger("tests.engine_fixtures")
 
@@ -97,6 +100,19 @@ def _record_time(info: EngineInfo, key: str) -> None:
             "address": info.address,
         }
         path.write_text(json.dumps(times, indent=2) + "\n")
+
+
+def cli_status(engine: str, home: Path) -> dict[str, object]:
+    """``python -m deploy.engines ENGINE status --json`` run as users run it, parsed."""
+    out = subprocess.run(
+        [sys.executable, "-m", "deploy.engines", engine, "status", "--json", "--home", str(home)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout)
 
 
 def _engine(

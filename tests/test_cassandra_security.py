@@ -32,6 +32,19 @@ from tests.secure_kafka import assert_worker_publishes_exact_deltas, secure_sett
 pytestmark = pytest.mark.broker
 
 
+def cassandra_fields(secure: SecureCassandra) -> dict[str, Any]:
+    """Settings for the secured node: its role, password and CA, a fresh keyspace."""
+    return {
+        "store": "cassandra",
+        "cassandra_contact_points": secure.engine.host,
+        "cassandra_port": secure.engine.port,
+        "cassandra_keyspace": f"sec_{uuid.uuid4().hex[:12]}",
+        "cassandra_username": secure.username,
+        "cassandra_password": secure.password,
+        "cassandra_ssl_ca_file": str(secure.ca_file),
+    }
+
+
 def connect(secure: SecureCassandra, **overrides: Any) -> CassandraStore:
     options: dict[str, Any] = {
         "username": secure.username,
@@ -55,15 +68,7 @@ def refused(secure: SecureCassandra, **overrides: Any) -> str:
 
 def test_settings_reach_the_store(cassandra_secure_engine: SecureCassandra) -> None:
     secure = cassandra_secure_engine
-    settings = Settings(
-        store="cassandra",
-        cassandra_contact_points=secure.engine.host,
-        cassandra_port=secure.engine.port,
-        cassandra_keyspace=f"sec_{uuid.uuid4().hex[:12]}",
-        cassandra_username=secure.username,
-        cassandra_password=secure.password,
-        cassandra_ssl_ca_file=str(secure.ca_file),
-    )
+    settings = Settings(**cassandra_fields(secure))
     assert secure.password not in repr(settings)
     store = open_store(settings)
     assert isinstance(store, CassandraStore)
@@ -87,13 +92,7 @@ def test_worker_on_kafka_sasl_ssl_and_cassandra_auth_tls(
         user="alice",
         password=kafka_tls_engine.users["alice"],
         ca_file=kafka_tls_engine.ca_file,
-        store="cassandra",
-        cassandra_contact_points=secure.engine.host,
-        cassandra_port=secure.engine.port,
-        cassandra_keyspace=f"sec_{uuid.uuid4().hex[:12]}",
-        cassandra_username=secure.username,
-        cassandra_password=secure.password,
-        cassandra_ssl_ca_file=str(secure.ca_file),
+        **cassandra_fields(secure),
     )
     schema = open_store(settings)  # the keyspace exists before the worker's agents start
     assert isinstance(schema, CassandraStore)

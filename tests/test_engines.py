@@ -10,7 +10,6 @@ import json
 import os
 import socket
 import subprocess
-import sys
 import uuid
 from pathlib import Path
 
@@ -22,6 +21,7 @@ from kafka.admin import KafkaAdminClient, NewTopic
 
 from deploy.engines import cassandra, common, kafka
 from deploy.engines.common import EngineError, EngineInfo
+from tests.engine_fixtures import cli_status
 from tests.paths import ROOT
 
 pytestmark = pytest.mark.broker
@@ -131,16 +131,7 @@ def test_kafka_start_on_another_port_of_a_running_home_is_refused(
 
 def test_kafka_status_via_cli(kafka_engine: EngineInfo) -> None:
     assert kafka.status(kafka_engine.home) == kafka_engine
-    home = str(kafka_engine.home)
-    out = subprocess.run(
-        [sys.executable, "-m", "deploy.engines", "kafka", "status", "--json", "--home", home],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert out.returncode == 0, out.stderr
-    shown = json.loads(out.stdout)
+    shown = cli_status("kafka", kafka_engine.home)
     assert shown["address"] == kafka_engine.address
     assert shown["pid"] == kafka_engine.pid
 

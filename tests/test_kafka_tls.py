@@ -13,12 +13,9 @@ at once; kafka-python 3 logs it and times out (bounded by ``bootstrap_timeout_ms
 
 from __future__ import annotations
 
-import json
 import logging
 import socket
 import ssl
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -33,8 +30,7 @@ from deploy.engines.__main__ import parse_args
 from deploy.engines.common import EngineError, EngineInfo
 from streams.app import _credentials
 from streams.broker import admin_client, ensure_topics, kafka_security, ssl_context
-from tests.engine_fixtures import TlsKafka
-from tests.paths import ROOT
+from tests.engine_fixtures import TlsKafka, cli_status
 from tests.secure_kafka import (
     aiokafka_connect,
     assert_worker_publishes_exact_deltas,
@@ -260,16 +256,7 @@ def test_reuse_checks_the_listeners_against_the_ca(kafka_tls_engine: TlsKafka) -
 
 @pytest.mark.broker
 def test_cli_status_names_the_ca_file(kafka_tls_engine: TlsKafka) -> None:
-    home = str(kafka_tls_engine.engine.home)
-    out = subprocess.run(
-        [sys.executable, "-m", "deploy.engines", "kafka", "status", "--json", "--home", home],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert out.returncode == 0, out.stderr
-    shown = json.loads(out.stdout)
+    shown = cli_status("kafka", kafka_tls_engine.engine.home)
     assert shown["ca_file"] == str(kafka_tls_engine.ca_file)
     assert f"127.0.0.1:{shown['ports']['ssl']}" == kafka_tls_engine.ssl_address
     assert f"127.0.0.1:{shown['ports']['sasl_ssl']}" == kafka_tls_engine.sasl_ssl_address
