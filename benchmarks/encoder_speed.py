@@ -22,7 +22,7 @@ from models.encoder import OnnxEncoder, ensure_exported
 from models.encoder.torch_encoder import TorchEncoder
 from streams.workload import movielens_workload
 
-RESULTS = Path(__file__).resolve().parent / "results"
+from _results import RESULTS, save
 
 
 def main() -> None:
@@ -62,24 +62,14 @@ def main() -> None:
         "speedup_onnx_over_pytorch": round(rate["onnxruntime"] / rate["pytorch"], 2),
         "min_cosine_onnx_vs_pytorch": float(cosine.min()),
     }
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "encoder_speed.json").write_text(json.dumps(result, indent=2))
-    _plot(rate, RESULTS / "encoder_speed.png")
+    save(
+        RESULTS / "encoder_speed.json",
+        result,
+        {"median": rate},
+        ylabel="titles / second (median)",
+        title="all-MiniLM-L6-v2 encode, same run",
+    )
     print(json.dumps(result, indent=2))
-
-
-def _plot(rate: dict[str, float], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5, 3))
-    ax.bar(list(rate), list(rate.values()), color=["#3b7dd8", "#d8763b"])
-    ax.set_ylabel("titles / second (median)")
-    ax.set_title("all-MiniLM-L6-v2 encode, same run")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
 
 
 if __name__ == "__main__":

@@ -33,7 +33,7 @@ from streams.tail import ends_of, publish
 from streams.worker import spawn_worker, stop_worker
 from streams.workload import synthetic_workload, to_json_bytes
 
-RESULTS = Path(__file__).resolve().parent / "results"
+from _results import RESULTS, save
 
 
 def run_passthrough_worker() -> None:
@@ -150,24 +150,14 @@ def main() -> None:
         "median_events_per_second": median,
         "pipeline_over_passthrough": round(median["pipeline"] / median["passthrough"], 3),
     }
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "pipeline_vs_passthrough.json").write_text(json.dumps(result, indent=2))
-    _plot(median, RESULTS / "pipeline_vs_passthrough.png")
+    save(
+        RESULTS / "pipeline_vs_passthrough.json",
+        result,
+        {"median": median},
+        ylabel="events / second (median)",
+        title="Faust pass-through vs interest-stream, same broker",
+    )
     print(json.dumps(result, indent=2))
-
-
-def _plot(median: dict[str, float], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5, 3))
-    ax.bar(list(median), list(median.values()), color=["#999999", "#3b7dd8"])
-    ax.set_ylabel("events / second (median)")
-    ax.set_title("Faust pass-through vs interest-stream, same broker")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
 
 
 if __name__ == "__main__":

@@ -20,7 +20,6 @@ hidden width 100) is used: the cost does not depend on the weights' values.
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import tempfile
 import time
@@ -34,6 +33,8 @@ from models.core import CoreParams, step
 from models.learned import LearnedUpdater, gap_features, load_artifact, save_artifact
 from models.learned.artifact import N_GAP, WEIGHT_NAMES
 from models.update import TimeDecayUpdater
+
+from _results import RESULTS, save
 
 TEXT_DIM = 384
 
@@ -132,7 +133,7 @@ def batched_cost(learned: LearnedUpdater, n_users: int, steps: int, half_life: f
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--artifact", type=Path, help="An exported learned updater folder.")
-    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/update_cost.json"))
+    parser.add_argument("--out", type=Path, default=RESULTS / "update_cost.json")
     parser.add_argument("--users", type=int, default=40)
     parser.add_argument("--events", type=int, default=100, help="Events per user.")
     parser.add_argument("--batch", type=int, default=20, help="Events per core micro-batch.")
@@ -175,8 +176,17 @@ def main() -> None:
         "machine": {"python": platform.python_version(), "processor": platform.processor()},
         "seconds_per_event": results,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=1))
+    save(
+        args.out,
+        report,
+        {
+            updater: {name: r[f"{key}_s"] * 1e6 for name, r in results.items()}
+            for updater, key in (("time-decay", "time_decay"), ("learned", "learned"))
+        },
+        ylabel="microseconds / event (log)",
+        title="Per-event update cost, same run",
+        log_scale=True,
+    )
     for name, r in results.items():
         print(
             f"{name:10s} time-decay {r['time_decay_s'] * 1e6:8.2f} us/event   "
