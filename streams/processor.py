@@ -237,7 +237,9 @@ class BehaviourProcessor:
 
         fenced = set(self.store.put_states(writes))
         for user in sorted(fenced):
-            log.warning("state of user=%s is newer in the store: batch fenced off", user)
+            lost = [str(e.position) for e, _ in events.get(user, []) if e.position]
+            where = ", ".join(lost) or "wake-up"
+            log.warning("state of user=%s is newer in the store: fenced off %s", user, where)
         out.count("fenced", len(fenced))
         for delta, source_ts in deltas:
             if delta.user_id in fenced:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 
 import pytest
 
@@ -125,7 +126,7 @@ def test_a_replayed_batch_changes_nothing_and_restates_the_list(
 
 
 def test_a_zombie_worker_cannot_overwrite_newer_state(
-    store: SqliteStore, onnx_cpu_encoder: OnnxEncoder
+    store: SqliteStore, onnx_cpu_encoder: OnnxEncoder, caplog: pytest.LogCaptureFixture
 ) -> None:
     live, zombie = Worker(store, onnx_cpu_encoder), Worker(store, onnx_cpu_encoder)
     live.items.process(item_records())
@@ -136,9 +137,12 @@ def test_a_zombie_worker_cannot_overwrite_newer_state(
     # The zombie read the state before the live worker applied the next batch.
     zombie.behaviours.store = StaleReads(store, stale)
     live.behaviours.process(event_records(events[2:4], start=2))
-    out = zombie.behaviours.process(event_records(events[2:5], start=2))
+    with caplog.at_level(logging.WARNING, logger="interest_stream.processor"):
+        out = zombie.behaviours.process(event_records(events[2:5], start=2))
 
     assert out.counts["fenced"] == 1
+    user, tp = events[0]["user_id"], f"{TOPICS.behaviours}[0]"
+    assert f"user={user} is newer in the store: fenced off {tp}@2, {tp}@3, {tp}@4" in caplog.text
     assert outputs(out, TOPICS.deltas) == []
     now = store.get_states([events[0]["user_id"]])[events[0]["user_id"]]
     assert now.events_applied == 4  # the zombie's extra event did not land
