@@ -48,17 +48,19 @@ class CoreParams:
 
 @dataclass(frozen=True)
 class Cause:
-    """What made a delta: applied events and/or changed items, or a replay.
+    """What made a delta: applied events and/or changed items, a replay, a request.
 
-    ``kind`` is "events", "items" (catalogue changes only) or "replay" (the
+    ``kind`` is "events", "items" (catalogue changes only), "replay" (the
     batch was already applied: the delta restates the current version so a
-    crash between the state write and the delta flush loses nothing).
+    crash between the state write and the delta flush loses nothing) or
+    "snapshot" (asked for: the current list, ``request_id`` says whose ask).
     """
 
     kind: str = "events"
     event_ids: tuple[str, ...] = ()
     item_ids: tuple[str, ...] = ()
     last_event_ts: float | None = None
+    request_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -220,13 +222,23 @@ def diff(
     )
 
 
-def restate(state: UserState, catalogue: Catalogue, now: float, params: CoreParams) -> Delta:
-    """The current list as a delta with nothing added: re-sent after a replay."""
+def restate(
+    state: UserState,
+    catalogue: Catalogue,
+    now: float,
+    params: CoreParams,
+    cause: Cause | None = None,
+) -> Delta:
+    """The current list as a delta with nothing added or removed.
+
+    Re-sent after a replay (the default cause) and sent when a snapshot is
+    asked for. A user with no state yet is ``new_state``: version 0, empty list.
+    """
     return Delta(
         user_id=state.user_id,
         version=state.version,
         ts=now,
-        cause=Cause(kind="replay"),
+        cause=cause or Cause(kind="replay"),
         added=(),
         removed=(),
         reranked=(),

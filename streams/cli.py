@@ -101,6 +101,35 @@ def init(bootstrap: str | None, cassandra: str | None) -> None:
 
 
 @main.command()
+@click.argument("users", nargs=-1, required=True)
+@click.option("--bootstrap", help="Kafka bootstrap servers (required here).")
+@click.option("--timeout", type=float, default=30.0, show_default=True)
+def snapshot(users: tuple[str, ...], bootstrap: str | None, timeout: float) -> None:
+    """Print USERS' current recommendations, asked of the running workers.
+
+    One JSON line per user: a `snapshot` delta (version, full top_k,
+    interest summary), also published on the deltas topic for every consumer.
+    """
+    from kafka.errors import KafkaError
+
+    from streams.broker import kafka_security
+    from streams.snapshot import request_snapshots
+
+    settings = _settings(bootstrap_servers=bootstrap)
+    if not settings.bootstrap_servers:
+        raise click.UsageError("snapshot needs --bootstrap or INTEREST_STREAM_BOOTSTRAP_SERVERS")
+    try:
+        answers = request_snapshots(
+            settings, settings.bootstrap_servers, users, timeout=timeout,
+            **kafka_security(settings),
+        )  # fmt: skip
+    except (TimeoutError, LookupError, KafkaError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    for user in dict.fromkeys(users):
+        click.echo(json.dumps(answers[user]))
+
+
+@main.command()
 @click.option("--kafka", "bootstrap", help="Use this Kafka instead of the embedded broker.")
 @click.option("--cassandra", help="Use this Cassandra HOST[,HOST][:PORT] as the state store.")
 @click.option("--movielens", type=click.Path(exists=True, file_okay=False), help="ml-100k dir.")

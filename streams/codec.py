@@ -54,10 +54,16 @@ class ItemTombstone:
 
 @dataclass(frozen=True)
 class Wakeup:
-    """Internal: items this user watches changed; re-rank them."""
+    """Internal, keyed by user: re-rank for changed items, or send a snapshot.
+
+    The items agent writes one when items this user watches changed;
+    ``interest-stream snapshot`` writes one with ``snapshot`` set to a request
+    id, answered by a ``snapshot`` delta carrying that id.
+    """
 
     user_id: str
-    item_ids: tuple[str, ...]
+    item_ids: tuple[str, ...] = ()
+    snapshot: str | None = None
 
 
 def decode_behaviour(
@@ -136,16 +142,30 @@ def decode_wakeup(value: bytes | None) -> Wakeup | Rejected:
         return obj
     try:
         user_id = _id(obj, "user_id")
-        items = obj.get("item_ids")
+        items = obj.get("item_ids", [])
         if not isinstance(items, list) or not all(isinstance(i, str) for i in items):
             return Rejected("wrong_type", "'item_ids' must be a list of strings")
+        snapshot = obj.get("snapshot")
+        if snapshot is not None and not (
+            isinstance(snapshot, str) and 0 < len(snapshot) <= MAX_ID_CHARS
+        ):
+            return Rejected(
+                "wrong_type", f"'snapshot' must be a request id of 1..{MAX_ID_CHARS} chars"
+            )
     except _Invalid as exc:
         return exc.rejected
-    return Wakeup(user_id, tuple(items))
+    return Wakeup(user_id, tuple(items), snapshot)
 
 
 def encode_wakeup(wakeup: Wakeup) -> bytes:
-    return _dumps({"schema": WAKEUP_SCHEMA, "user_id": wakeup.user_id, "item_ids": wakeup.item_ids})
+    body: dict[str, object] = {
+        "schema": WAKEUP_SCHEMA,
+        "user_id": wakeup.user_id,
+        "item_ids": wakeup.item_ids,
+    }
+    if wakeup.snapshot is not None:
+        body["snapshot"] = wakeup.snapshot
+    return _dumps(body)
 
 
 def encode_delta(delta: Delta, source_ts_ms: int | None) -> bytes:
@@ -162,6 +182,7 @@ def encode_delta(delta: Delta, source_ts_ms: int | None) -> bytes:
                 "item_ids": delta.cause.item_ids,
                 "last_event_ts": delta.cause.last_event_ts,
                 "source_ts_ms": source_ts_ms,
+                "request_id": delta.cause.request_id,
             },
             "added": [{"item_id": i, "score": s, "rank": r} for i, s, r in delta.added],
             "removed": [{"item_id": i, "previous_rank": r} for i, r in delta.removed],

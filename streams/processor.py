@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 
 from models.behaviour import Behaviour, Position
 from models.catalogue import Catalogue
-from models.core import CoreParams, restate, step
+from models.core import Cause, CoreParams, new_state, restate, step
 from models.encoder.base import Encoder
 from models.state import PendingEvent
 from streams import codec
@@ -178,12 +178,16 @@ class BehaviourProcessor:
         self.sync.refresh()
         events: dict[str, list[tuple[Behaviour, RawRecord]]] = {}
         refresh: dict[str, set[str]] = {}
+        snapshots: dict[str, list[tuple[str, RawRecord]]] = {}
         inline: dict[str, str] = {}
         for rec in records:
             if rec.topic == self.topics.wakeups:
                 wake = codec.decode_wakeup(rec.value)
                 if isinstance(wake, Wakeup):
-                    refresh.setdefault(wake.user_id, set()).update(wake.item_ids)
+                    if wake.item_ids or wake.snapshot is None:
+                        refresh.setdefault(wake.user_id, set()).update(wake.item_ids)
+                    if wake.snapshot is not None:
+                        snapshots.setdefault(wake.user_id, []).append((wake.snapshot, rec))
                     continue
                 decoded: Behaviour | Rejected = wake
             else:
@@ -199,7 +203,7 @@ class BehaviourProcessor:
                     inline.setdefault(decoded.item_id, text)
         self._store_inline_items(inline, out)
 
-        users = list(dict.fromkeys([*events, *refresh]))
+        users = list(dict.fromkeys([*events, *refresh, *snapshots]))
         states = self.store.get_states(users)
         writes, deltas = [], []
         for user in users:
@@ -234,6 +238,12 @@ class BehaviourProcessor:
             if delta is not None:
                 stamps = [rec.timestamp_ms for _, rec in pairs if rec.timestamp_ms is not None]
                 deltas.append((delta, max(stamps) if stamps else None))
+            for request_id, rec in snapshots.get(user, []):
+                current = result.state or new_state(user, self.sync.catalogue.dim, self.params)
+                cause = Cause(kind="snapshot", request_id=request_id)
+                snapshot = restate(current, self.sync.catalogue, now, self.params, cause)
+                deltas.append((snapshot, rec.timestamp_ms))
+                out.count("snapshots")
 
         fenced = set(self.store.put_states(writes))
         for user in sorted(fenced):

@@ -36,3 +36,27 @@ def test_a_topic_with_the_wrong_partition_count_is_refused(embedded_broker) -> N
     admin.close()
     with pytest.raises(BrokerError, match="wp-behaviours has 1 partitions"):
         ensure_topics(embedded_broker.bootstrap, Topics(partitions=2).prefixed("wp-"))
+
+
+def test_a_snapshot_nobody_answers_fails_clearly(embedded_broker) -> None:
+    from click.testing import CliRunner
+
+    from streams.cli import main
+
+    bootstrap = embedded_broker.bootstrap
+    run = CliRunner().invoke(
+        main,
+        ["snapshot", "u1", "--bootstrap", bootstrap],
+        env={"INTEREST_STREAM_TOPIC_PREFIX": "absent-"},
+    )
+    assert run.exit_code == 1 and "'absent-recommendation-deltas' does not exist" in run.output
+
+    ensure_topics(bootstrap, Topics().prefixed("idle-"))  # topics, but no worker
+    run = CliRunner().invoke(
+        main,
+        ["snapshot", "u1", "u2", "--bootstrap", bootstrap, "--timeout", "1.5"],
+        env={"INTEREST_STREAM_TOPIC_PREFIX": "idle-"},
+    )
+    assert run.exit_code == 1
+    assert "no snapshot after 2s for 2 user(s) (u1, u2)" in run.output
+    assert "worker with the behaviours role" in run.output

@@ -89,3 +89,37 @@ def test_dead_letter_keeps_original_bytes_and_source() -> None:
     assert base64.b64decode(letter["value_b64"]) == raw
     assert letter["source"] == {"topic": "behaviours", "partition": 2, "offset": 41}
     assert letter["reason"] == "invalid_json" and letter["message"]
+
+
+@pytest.mark.parametrize(
+    "wakeup",
+    [
+        codec.Wakeup("u1", ("i1", "i2")),
+        codec.Wakeup("u1", snapshot="snap-1"),
+        codec.Wakeup("u1", ("i1",), snapshot="snap-2"),
+    ],
+)
+def test_wakeups_round_trip(wakeup: codec.Wakeup) -> None:
+    assert codec.decode_wakeup(codec.encode_wakeup(wakeup)) == wakeup
+
+
+def test_a_wakeup_without_snapshot_is_a_plain_rerank() -> None:
+    value = json.dumps({"schema": codec.WAKEUP_SCHEMA, "user_id": "u1", "item_ids": ["i1"]})
+    assert codec.decode_wakeup(value.encode()) == codec.Wakeup("u1", ("i1",), None)
+
+
+@pytest.mark.parametrize("snapshot", [7, "", "x" * 257, ["a"]])
+def test_a_bad_snapshot_request_id_is_rejected(snapshot: object) -> None:
+    value = json.dumps({"user_id": "u1", "snapshot": snapshot}).encode()
+    got = codec.decode_wakeup(value)
+    assert isinstance(got, Rejected) and got.code == "wrong_type"
+    assert "request id" in got.message
+
+
+def test_a_delta_names_the_snapshot_request_it_answers() -> None:
+    from models.core import Cause, Delta
+
+    delta = Delta("u1", 4, NOW, Cause(kind="snapshot", request_id="snap-9"), (), (), (), (), {})
+    body = json.loads(codec.encode_delta(delta, 123))
+    assert body["cause"]["kind"] == "snapshot" and body["cause"]["request_id"] == "snap-9"
+    assert body["cause"]["source_ts_ms"] == 123

@@ -6,15 +6,19 @@ Every test uses its own item and user ids, so they share one worker.
 from __future__ import annotations
 
 import base64
+import json
 from collections.abc import Callable
 
 import numpy as np
 import pytest
+from click.testing import CliRunner
 
 from models.catalogue import Catalogue
 from models.core import step
 from streams import codec
+from streams.cli import main
 from streams.settings import Settings
+from streams.snapshot import request_snapshots
 from streams.stores.base import Store
 from streams.workload import bad_behaviour_records, synthetic_workload, to_json_bytes
 from tests.pipeline_fixtures import Pipeline
@@ -195,6 +199,33 @@ def test_inline_item_text_is_encoded_on_arrival(pipeline: Pipeline) -> None:
     assert len(delta["cause"]["event_ids"]) == 1
     assert delta["interest"]["mid_term"][0][0] == "space"
     assert "n-unlisted" not in [x["item_id"] for x in delta["top_k"]]
+
+
+def test_a_snapshot_on_demand_restates_each_users_list(pipeline: Pipeline) -> None:
+    items, events = scenario("s-", users=2, events=6)
+    topics = pipeline.settings.topics
+    pipeline.send(topics.items, item_records(items))
+    pipeline.send(topics.behaviours, event_records(events))
+    users = sorted({e["user_id"] for e in events})
+
+    answers = request_snapshots(pipeline.settings, pipeline.bootstrap, [*users, "s-nobody"])
+
+    for user in users:
+        last = [d for d in pipeline.deltas(user) if d["cause"]["kind"] != "snapshot"][-1]
+        snap = answers[user]
+        assert snap["cause"]["kind"] == "snapshot" and snap["cause"]["request_id"]
+        assert (snap["version"], snap["top_k"]) == (last["version"], last["top_k"])
+        assert snap["added"] == snap["removed"] == []
+    assert answers["s-nobody"]["version"] == 0 and answers["s-nobody"]["top_k"] == []
+
+    env = {"INTEREST_STREAM_TOPIC_PREFIX": pipeline.settings.topic_prefix}
+    shown = CliRunner().invoke(main, ["snapshot", users[0], "--bootstrap", pipeline.bootstrap],
+                               env=env)  # fmt: skip
+    assert shown.exit_code == 0, shown.output
+    (line,) = shown.stdout.splitlines()
+    asked = json.loads(line)
+    assert asked["top_k"] == answers[users[0]]["top_k"]
+    assert asked["cause"]["request_id"] != answers[users[0]]["cause"]["request_id"]
 
 
 def _items(rows: list[dict], rank: str = "rank") -> list[tuple[str, int]]:

@@ -11,7 +11,7 @@ import pytest
 from models.core import CoreParams
 from models.encoder import OnnxEncoder
 from models.state import UserState
-from streams.codec import DEAD_LETTER_SCHEMA
+from streams.codec import DEAD_LETTER_SCHEMA, Wakeup, encode_wakeup
 from streams.processor import (
     BehaviourProcessor,
     CatalogueSync,
@@ -158,3 +158,53 @@ def test_pending_overflow_is_dead_lettered_not_dropped(worker: Worker) -> None:
     (letter,) = outputs(out, TOPICS.dead_letters)
     assert letter["reason"] == "pending_overflow"
     assert json.loads(base64.b64decode(letter["value_b64"]))["item_id"] == "missing-0"
+
+
+def snapshot_request(user: str, request_id: str, offset: int) -> RawRecord:
+    value = encode_wakeup(Wakeup(user, snapshot=request_id))
+    return RawRecord(TOPICS.wakeups, 0, offset, user.encode(), value, 2000)
+
+
+def test_a_snapshot_request_restates_the_current_list(worker: Worker, store: SqliteStore) -> None:
+    worker.items.process(item_records())
+    first = worker.behaviours.process(event_records())
+    user = WORKLOAD.events[0]["user_id"]
+    latest = [d for d in outputs(first, TOPICS.deltas) if d["user_id"] == user][-1]
+    version = store.get_states([user])[user].version
+
+    out = worker.behaviours.process([snapshot_request(user, "req-1", 0)])
+
+    (snap,) = outputs(out, TOPICS.deltas)
+    assert snap["cause"]["kind"] == "snapshot" and snap["cause"]["request_id"] == "req-1"
+    assert snap["cause"]["source_ts_ms"] == 2000
+    assert snap["version"] == version == latest["version"]
+    assert snap["top_k"] == latest["top_k"]
+    assert snap["added"] == snap["removed"] == snap["reranked"] == []
+    assert snap["interest"]["events"] == sum(e["user_id"] == user for e in WORKLOAD.events)
+    assert store.get_states([user])[user].version == version, "asking changes nothing"
+    assert out.counts["snapshots"] == 1
+
+
+def test_a_snapshot_follows_the_events_before_it_in_the_same_batch(worker: Worker) -> None:
+    worker.items.process(item_records())
+    user = WORKLOAD.events[0]["user_id"]
+    events = [e for e in WORKLOAD.events if e["user_id"] == user]
+    batch = [*event_records(events), snapshot_request(user, "req-2", 0)]
+
+    out = worker.behaviours.process(batch)
+
+    change, snap = outputs(out, TOPICS.deltas)
+    assert change["cause"]["kind"] == "events" and snap["cause"]["kind"] == "snapshot"
+    assert snap["version"] == change["version"] and snap["top_k"] == change["top_k"]
+
+
+def test_an_unknown_user_gets_an_empty_snapshot(worker: Worker, store: SqliteStore) -> None:
+    worker.items.process(item_records())
+    out = worker.behaviours.process(
+        [snapshot_request("nobody", "req-3", 0), snapshot_request("nobody", "req-4", 1)]
+    )
+    snaps = outputs(out, TOPICS.deltas)
+    assert [s["cause"]["request_id"] for s in snaps] == ["req-3", "req-4"]
+    assert all(s["version"] == 0 and s["top_k"] == [] for s in snaps)
+    assert snaps[0]["interest"]["events"] == 0
+    assert store.get_states(["nobody"]) == {}, "asking creates no state"
