@@ -25,6 +25,7 @@ from kafka import KafkaProducer
 from streams.app import _credentials
 from streams.broker import ensure_topics, kafka_security, wait_committed
 from streams.settings import Settings
+from streams.snapshot import request_snapshots
 from streams.tail import Received, TopicTail, ends_of, publish
 from streams.topics import MAX_MESSAGE_BYTES
 from streams.worker import open_store, spawn_worker, stop_worker
@@ -117,6 +118,11 @@ def assert_worker_publishes_exact_deltas(
             assert_deltas_replay(settings, store, items, events, deltas_of)
         finally:
             store.close()
+        # Snapshots on demand go through the same secured listener.
+        snaps = request_snapshots(settings, address, list(applied), **security)
+        for user, snap in snaps.items():
+            last = deltas_of(user)[-1]
+            assert (snap["version"], snap["top_k"]) == (last["version"], last["top_k"])
 
 
 def _covers(records: list[Received], applied: Counter[str]) -> bool:
