@@ -184,8 +184,7 @@ class BehaviourProcessor:
             if rec.topic == self.topics.wakeups:
                 wake = codec.decode_wakeup(rec.value)
                 if isinstance(wake, Wakeup):
-                    if wake.item_ids or wake.snapshot is None:
-                        refresh.setdefault(wake.user_id, set()).update(wake.item_ids)
+                    refresh.setdefault(wake.user_id, set()).update(wake.item_ids)
                     if wake.snapshot is not None:
                         snapshots.setdefault(wake.user_id, []).append((wake.snapshot, rec))
                     continue
@@ -203,7 +202,7 @@ class BehaviourProcessor:
                     inline.setdefault(decoded.item_id, text)
         self._store_inline_items(inline, out)
 
-        users = list(dict.fromkeys([*events, *refresh, *snapshots]))
+        users = list(dict.fromkeys([*events, *refresh]))
         states = self.store.get_states(users)
         writes, deltas = [], []
         for user in users:

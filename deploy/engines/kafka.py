@@ -571,20 +571,6 @@ def _upsert_scram(bootstrap: str, users: Mapping[str, str]) -> None:
         raise EngineError(f"kafka refused SCRAM credentials: {failed}")
 
 
-def _spec(
-    controller_port: int | None = None,
-    sasl_users: Mapping[str, str] | None = None,
-    tls: TlsMaterial | None = None,
-    listener_ports: Mapping[str, int | None] | None = None,
-) -> Kafka:
-    return Kafka(
-        controller_port=controller_port,
-        sasl_users=sasl_users,
-        tls=tls,
-        listener_ports=listener_ports,
-    )
-
-
 def start(
     home: Path,
     port: int | None = None,
@@ -606,7 +592,9 @@ def start(
     the CA their clients trust.
     """
     ports = {"sasl": sasl_port, "ssl": ssl_port, "sasl_ssl": sasl_ssl_port}
-    spec = _spec(controller_port, sasl_users, tls, ports)
+    spec = Kafka(
+        controller_port=controller_port, sasl_users=sasl_users, tls=tls, listener_ports=ports
+    )
     info = common.start(spec, home, port, timeout)
     if spec.listeners:
         began = time.monotonic()
@@ -637,12 +625,12 @@ def _check_listeners(info: EngineInfo, spec: Kafka, timeout: float) -> None:
 
 def stop(home: Path) -> bool:
     """Stop the Kafka of ``home``; False if none was running."""
-    return common.stop(_spec(), home)
+    return common.stop(Kafka(), home)
 
 
 def status(home: Path) -> EngineInfo | None:
     """The running, answering Kafka of ``home``, or None."""
-    return common.status(_spec(), home)
+    return common.status(Kafka(), home)
 
 
 __all__ = [

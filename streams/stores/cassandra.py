@@ -524,9 +524,9 @@ class CassandraStore:
     def items_changed_since(self, cursor: int) -> tuple[list[StoredItem], int]:
         last: dict[str, int] = {}
         new_cursor = cursor
-        gap = False
-        for row in self._execute(self._feed_since, (_FEED, cursor)):
-            gap = gap or (new_cursor == cursor and row["seq"] != cursor + 1)
+        rows = list(self._execute(self._feed_since, (_FEED, cursor)))
+        gap = bool(rows) and rows[0]["seq"] != cursor + 1  # entries after cursor trimmed
+        for row in rows:
             last.pop(row["item_id"], None)  # order by each item's latest change
             last[row["item_id"]] = row["seq"]
             new_cursor = row["seq"]
