@@ -17,17 +17,17 @@ import models.encoder.onnx_encoder as onnx_encoder
 from models.encoder import EncoderExportError, OnnxEncoder, ensure_exported, find_exported
 from models.encoder.export import ARTIFACT_NAME, MANIFEST_FILE, ONNX_FILE
 from models.encoder.onnx_encoder import select_providers
+from tests.paths import require_ml100k
 
 # Shared session fixtures (one export, one PyTorch model): encoder_artifact,
 # onnx_cpu_encoder, torch_encoder.
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-U_ITEM = Path(__file__).resolve().parents[2] / "shared/data/ml-100k/u.item"
 MIN_COSINE = 0.9999
 
 
 def _first_titles(n: int) -> list[str]:
-    with open(U_ITEM, encoding="latin-1") as fh:
+    with open(require_ml100k() / "u.item", encoding="latin-1") as fh:
         return [line.split("|")[1] for line, _ in zip(fh, range(n), strict=False)]
 
 
