@@ -27,7 +27,9 @@ from pathlib import Path
 
 from kafka import KafkaProducer
 
-from streams.broker import EmbeddedBroker, ensure_topics, wait_committed
+from streams.admin import ensure_topics, wait_committed
+from streams.embedded_broker import EmbeddedBroker
+from streams.ports import free_port
 from streams.settings import Settings, load_settings
 from streams.tail import ends_of, publish
 from streams.worker import spawn_worker, stop_worker
@@ -80,6 +82,8 @@ def one_round(mode: str, bootstrap: str, workload, encoder_cache: str) -> float:
         topic_prefix=f"{mode[:2]}{run}-",
         data_dir=tempfile.mkdtemp(prefix=f"bench-{mode}-"),
         encoder_cache=encoder_cache,
+        health_host="127.0.0.1",
+        health_port=free_port(),
     )
     topics = settings.topics
     ensure_topics(bootstrap, topics)

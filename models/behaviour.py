@@ -44,6 +44,8 @@ class Behaviour:
 
     ``ts`` is event time in epoch seconds. ``weight`` is the explicit weight
     from the record, or None to derive it from ``type`` (and ``rating``).
+    ``position`` is where the record was read; ``text`` the optional inline
+    item text, used to embed an item the catalogue does not have yet.
     """
 
     user_id: str
@@ -54,6 +56,7 @@ class Behaviour:
     weight: float | None = None
     rating: float | None = None
     position: Position | None = None
+    text: str | None = None
 
 
 def event_weight(event: Behaviour) -> float:

@@ -12,7 +12,7 @@ from collections.abc import Collection, Iterable
 
 import numpy as np
 
-Ranked = tuple[str, float]
+from models.ranking import Ranked, top_k
 
 _CATALOGUES = itertools.count()
 
@@ -127,25 +127,21 @@ class Catalogue:
             self._tag_counts[tag] -= 1
         return True
 
-    def top_k(self, query: np.ndarray, k: int, exclude: Collection[str]) -> list[Ranked]:
-        """The k best items by score, highest first; ties broken by item id."""
+    def scores(self, query: np.ndarray) -> np.ndarray:
+        """The dot product of every row (see `rows`) with ``query``; removed rows ``-inf``."""
         n = len(self._ids)
-        if n == 0 or k <= 0 or not np.any(query):
-            return []
         scores = self._matrix[:n] @ np.asarray(query, dtype=np.float32)
-        scores = np.where(self._alive[:n], scores, -np.inf)
-        for item_id in exclude:
-            row = self._rows.get(item_id)
-            if row is not None:
-                scores[row] = -np.inf
-        # Keep a margin past k so that ties at the cut are ordered by id.
-        take = min(n, k + 8)
-        cand = np.argpartition(-scores, take - 1)[:take] if take < n else np.arange(n)
-        ranked = sorted(
-            ((self._ids[r], float(scores[r])) for r in cand if np.isfinite(scores[r])),
-            key=lambda pair: (-pair[1], pair[0]),
-        )
-        return [(item_id, round(score, 6)) for item_id, score in ranked[:k]]
+        return np.where(self._alive[:n], scores, -np.inf)
+
+    def rows_of(self, item_ids: Iterable[str]) -> list[int]:
+        """The rows of those of ``item_ids`` the catalogue has seen."""
+        return [row for row in map(self._rows.get, item_ids) if row is not None]
+
+    def top_k(self, query: np.ndarray, k: int, exclude: Collection[str]) -> list[Ranked]:
+        """The k best items by cosine with ``query``, highest first; ties broken by item id."""
+        if not len(self._ids) or not np.any(query):
+            return []
+        return top_k(self._ids, self.scores(query), k, self.rows_of(exclude))
 
     def tag_weights(self, query: np.ndarray, n: int = 3) -> list[tuple[str, float]]:
         """A readable view of a query: its closest tags, weights summing to 1.

@@ -1,8 +1,9 @@
 """The functional core: ``step(state, events, catalogue, now) -> StepResult``.
 
 No I/O, no clock, no randomness. The Faust agents call it per user and
-micro-batch; `replay` calls it over a whole log offline; both give the same
-states because the interest update is applied one event at a time.
+micro-batch; the offline evaluation (`models.evaluation.baselines.TimeDecayCore`)
+and the end-to-end tests call it over a whole log; both give the same states
+because the interest update is applied one event at a time.
 """
 
 from __future__ import annotations
@@ -13,9 +14,10 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from models.behaviour import Behaviour, event_weight
-from models.catalogue import Catalogue, Ranked
+from models.catalogue import Catalogue
+from models.ranking import Ranked
 from models.state import PendingEvent, UserState, WindowEntry
-from models.update import InterestUpdater, ItemSpaceUpdater, TimeDecayUpdater
+from models.update import InterestUpdater, TimeDecayUpdater, mix
 from models.window import WindowSpec, slide, window_vector
 
 
@@ -89,6 +91,9 @@ class StepResult:
     parked: tuple[Behaviour, ...] = ()
     #: Pending events pushed out because too many were waiting.
     overflow: tuple[PendingEvent, ...] = ()
+    #: The updater whose interest vector was replaced by replaying the window
+    #: through the current one (a model change), or None.
+    migrated_from: str | None = None
 
 
 def step(
@@ -108,6 +113,7 @@ def step(
     replays and skipped; events whose id was already applied are duplicates
     and skipped; events on items with no embedding wait in ``pending``.
     """
+    migrated_from = None
     if state is None:
         if not events:
             return StepResult(None, None, changed=False)
@@ -116,13 +122,8 @@ def step(
         state.updater != params.updater.name
         or state.interest.shape != params.updater.initial(catalogue.dim).shape
     ):
-        # A different model owns this vector: restart the interest, keep the rest.
-        state = replace(
-            state,
-            interest=params.updater.initial(catalogue.dim),
-            interest_ts=None,
-            updater=params.updater.name,
-        )
+        migrated_from = state.updater
+        state = rebase(state, catalogue, params.updater)
 
     run = _Run(state, params, catalogue)
     ready = [p for p in state.pending if p.item_id in catalogue]
@@ -132,7 +133,7 @@ def step(
     for event in events:
         run.take(event)
 
-    touched = bool(ready) or bool(run.applied) or bool(run.parked)
+    touched = bool(ready) or bool(run.applied) or bool(run.parked) or migrated_from is not None
     stale = any(item not in catalogue for item, _ in state.top_k)
     if not (touched or refresh or stale or run.offsets != state.offsets):
         return StepResult(
@@ -174,7 +175,25 @@ def step(
         replayed=tuple(run.replayed),
         parked=tuple(run.parked),
         overflow=tuple(overflow),
+        migrated_from=migrated_from,
     )
+
+
+def rebase(state: UserState, catalogue: Catalogue, updater: InterestUpdater) -> UserState:
+    """``state`` with its interest rebuilt by ``updater`` from the window's events.
+
+    For a model change (another updater, or a new version of one): the old
+    vector lives in another space, so it cannot be kept; replaying the
+    window through the new model moves the user over instead of resetting
+    them. Window items that left the catalogue are skipped.
+    """
+    hidden, hidden_ts = updater.initial(catalogue.dim), None
+    for entry in state.window:
+        vec = catalogue.vector(entry.item_id)
+        if vec is not None:
+            item = updater.represent(entry.item_id, vec)
+            hidden, hidden_ts = updater.apply(hidden, hidden_ts, item, entry.weight, entry.ts)
+    return replace(state, interest=hidden, interest_ts=hidden_ts, updater=updater.name)
 
 
 def new_state(user_id: str, dim: int, params: CoreParams) -> UserState:
@@ -262,7 +281,8 @@ def query_vector(state: UserState, catalogue: Catalogue, params: CoreParams) -> 
 
     A mix of the updater's (mid-term) direction and the window's (short-term)
     direction, ``params.short_term_weight`` of the latter. `step` ranks with
-    exactly this; offline evaluation scores the whole catalogue with it.
+    exactly this when the updater keeps the default `InterestUpdater.scores`
+    (cosine ranking); offline evaluation scores the whole catalogue with it.
     """
     return _query(state.interest, state.window, catalogue, params)
 
@@ -273,11 +293,8 @@ def _query(
     catalogue: Catalogue,
     params: CoreParams,
 ) -> np.ndarray:
-    mid = params.updater.query(hidden)
     short = window_vector(window, catalogue)
-    q = (1.0 - params.short_term_weight) * mid + params.short_term_weight * short
-    norm = float(np.linalg.norm(q))
-    return (q / norm).astype(np.float32) if norm > 1e-12 else np.zeros_like(q)
+    return mix(params.updater.query(hidden), short, params.short_term_weight)
 
 
 class _Run:
@@ -285,8 +302,6 @@ class _Run:
 
     def __init__(self, state: UserState, params: CoreParams, catalogue: Catalogue) -> None:
         self.params, self.catalogue = params, catalogue
-        # Checked once: isinstance against a runtime protocol is slow per event.
-        self.item_space = isinstance(params.updater, ItemSpaceUpdater)
         self.hidden, self.hidden_ts = state.interest, state.interest_ts
         self.window = state.window
         self.consumed = set(state.consumed)
@@ -316,7 +331,7 @@ class _Run:
         weight = event_weight(event)
         if event.item_id not in self.catalogue:
             self.pending.append(
-                PendingEvent(event.item_id, event.type, event.ts, weight, event.event_id)
+                PendingEvent(event.item_id, event.type, event.ts, weight, event.event_id, pos)
             )
             self.parked.append(event)
             return
@@ -326,8 +341,7 @@ class _Run:
     def apply(self, item_id: str, type_: str, ts: float, weight: float, event_id: str) -> None:
         vec = self.catalogue.vector(item_id)
         assert vec is not None
-        if self.item_space:
-            vec = self.params.updater.represent(item_id, vec)
+        vec = self.params.updater.represent(item_id, vec)
         self.hidden, self.hidden_ts = self.params.updater.apply(
             self.hidden, self.hidden_ts, vec, weight, ts
         )
@@ -341,13 +355,11 @@ class _Run:
         self.count += 1
 
     def top_k(self) -> list[Ranked]:
-        updater = self.params.updater
-        if self.item_space:
-            return updater.top_k(self.hidden, self.catalogue, self.params.k, self.consumed)
-        return self.catalogue.top_k(self.query(), self.params.k, exclude=self.consumed)
-
-    def query(self) -> np.ndarray:
-        return _query(self.hidden, self.window, self.catalogue, self.params)
+        short = window_vector(self.window, self.catalogue)
+        params = self.params
+        return params.updater.rank(
+            self.hidden, short, self.catalogue, params.k, self.consumed, params.short_term_weight
+        )
 
 
 def _bounded(

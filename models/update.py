@@ -1,30 +1,52 @@
 """Interest updaters: how one event moves a user's interest state.
 
-An updater is a small protocol so that the time-decayed rule here can be
-replaced by a learned recurrent cell without touching the core.
+One base class, `InterestUpdater`, as river builds ``rank`` on
+``predict_one``: an updater implements `initial`, `apply` and `query`, and
+inherits `represent` (the vector `apply` takes for an item: the catalogue's
+by default) and `scores` / `rank` (cosine of the catalogue against the
+ranking query, mixed with the short-term window direction). A learned model
+with an item space of its own overrides `represent` and `scores`. The core
+calls only these methods and never asks which kind of updater it holds.
+
+Every updater passes `tests/test_updater_contract.py`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Collection
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from typing import TYPE_CHECKING
 
 import numpy as np
 
+from models.ranking import Ranked, top_k
+
 if TYPE_CHECKING:
-    from models.catalogue import Catalogue, Ranked
+    from models.catalogue import Catalogue
 
 
-class InterestUpdater(Protocol):
+class InterestUpdater:
     """Moves a hidden interest vector one event at a time.
 
     ``hidden_ts`` is the event time the hidden state refers to (None before
-    the first event). Implementations must be pure: same inputs, same output.
+    the first event). Implementations must be pure: same inputs, same
+    output, inputs never mutated.
+
+    Attributes
+    ----------
+    name
+        Identifies the model that owns a hidden vector; a state written under
+        another name is migrated (its window replayed through this updater).
+    order_independent
+        Whether a late event gives the same state as an in-order one (the
+        contract suite checks it where promised).
     """
 
-    name: str
+    name: str = ""
+    order_independent: bool = False
 
-    def initial(self, dim: int) -> np.ndarray: ...
+    def initial(self, dim: int) -> np.ndarray:
+        """The hidden state before any event; ``dim`` is the catalogue's width."""
+        raise NotImplementedError
 
     def apply(
         self,
@@ -33,38 +55,69 @@ class InterestUpdater(Protocol):
         item: np.ndarray,
         weight: float,
         ts: float,
-    ) -> tuple[np.ndarray, float]: ...
+    ) -> tuple[np.ndarray, float]:
+        """The hidden state and its time after one event on ``item`` (see `represent`)."""
+        raise NotImplementedError
 
     def query(self, hidden: np.ndarray) -> np.ndarray:
-        """The unit vector to rank items with (all zeros when undefined)."""
-        ...
+        """A unit vector in the catalogue's space (all zeros when undefined)."""
+        raise NotImplementedError
+
+    def represent(self, item_id: str, vec: np.ndarray) -> np.ndarray:
+        """The vector `apply` takes for an item whose catalogue vector is ``vec``."""
+        return vec
+
+    def scores(
+        self, hidden: np.ndarray, short: np.ndarray, catalogue: Catalogue, short_weight: float
+    ) -> np.ndarray:
+        """A score per catalogue row (`Catalogue.rows`); removed rows and an undefined query -inf.
+
+        The default ranks by cosine with a mix of the mid-term direction
+        (`query`) and the short-term one (``short``, the window's direction),
+        ``short_weight`` of the latter.
+        """
+        q = mix(self.query(hidden), short, short_weight)
+        if not q.any():
+            return np.full(len(catalogue.rows()[0]), -np.inf)
+        return catalogue.scores(q)
+
+    def rank(
+        self,
+        hidden: np.ndarray,
+        short: np.ndarray,
+        catalogue: Catalogue,
+        k: int,
+        exclude: Collection[str],
+        short_weight: float,
+    ) -> list[Ranked]:
+        """The k best catalogue items not in ``exclude``, best first (`models.ranking.top_k`)."""
+        ids = catalogue.rows()[0]
+        scores = self.scores(hidden, short, catalogue, short_weight)
+        return top_k(ids, scores, k, catalogue.rows_of(exclude))
 
 
-@runtime_checkable
-class ItemSpaceUpdater(Protocol):
-    """An updater with an item space of its own (a learned model).
+def mix(mid: np.ndarray, short: np.ndarray, short_weight: float) -> np.ndarray:
+    """Unit vector of ``(1 - w) * mid + w * short`` (zeros when that is zero).
 
-    The core feeds `apply` with ``represent(item_id, catalogue vector)``
-    instead of the catalogue vector, ranks with `top_k` instead of the
-    catalogue's cosine against `query`, and sizes the state by `initial`
-    rather than by the catalogue width. `query` still returns a direction in
-    the catalogue's space (used for the readable interest summary).
+    >>> [round(float(x), 3) for x in mix(np.array([1.0, 0.0]), np.array([0.0, 1.0]), 0.5)]
+    [0.707, 0.707]
     """
-
-    def represent(self, item_id: str, vec: np.ndarray) -> np.ndarray: ...
-
-    def top_k(
-        self, hidden: np.ndarray, catalogue: Catalogue, k: int, exclude: Collection[str]
-    ) -> list[Ranked]: ...
+    q = (1.0 - short_weight) * mid + short_weight * short
+    norm = float(np.linalg.norm(q))
+    return (q / norm).astype(np.float32) if norm > 1e-12 else np.zeros_like(q, dtype=np.float32)
 
 
-class TimeDecayUpdater:
+class TimeDecayUpdater(InterestUpdater):
     """An exponentially time-decayed sum of weighted item embeddings.
 
     The hidden state is ``sum_i w_i * 2**(-(t_ref - t_i) / half_life) * e_i``
     with ``t_ref`` the latest event time seen. A late (out-of-order) event is
     added with the decay it would have had, so the state does not depend on
     arrival order: replaying events shuffled gives the same vector.
+
+    The half-life is a setting, not part of the name: a worker restarted
+    with another half-life keeps every user's sum and decays it at the new
+    rate from then on.
 
     Parameters
     ----------
@@ -80,11 +133,16 @@ class TimeDecayUpdater:
     [1.0, 1.0]
     """
 
+    name = "time-decay"
+    order_independent = True
+
     def __init__(self, half_life_s: float = 3 * 86400.0) -> None:
-        if half_life_s <= 0:
-            raise ValueError("half_life_s must be positive")
+        if not half_life_s > 0 or not np.isfinite(half_life_s):
+            raise ValueError("half_life_s must be a positive number")
         self.half_life_s = float(half_life_s)
-        self.name = f"time-decay(half_life_s={self.half_life_s:g})"
+
+    def __repr__(self) -> str:
+        return f"TimeDecayUpdater(half_life_s={self.half_life_s:g})"
 
     def initial(self, dim: int) -> np.ndarray:
         return np.zeros(dim, dtype=np.float32)
@@ -106,7 +164,7 @@ class TimeDecayUpdater:
 
     def query(self, hidden: np.ndarray) -> np.ndarray:
         norm = float(np.linalg.norm(hidden))
-        if norm < 1e-12:
+        if norm < 1e-12 or not np.isfinite(norm):
             return np.zeros_like(hidden)
         return (hidden / norm).astype(np.float32)
 

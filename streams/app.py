@@ -1,11 +1,14 @@
 """The Faust app: two agents that decode, batch, call the shell, produce.
 
 Per micro-batch the behaviours agent (1) runs `BehaviourProcessor.process`
-in a thread, which writes the users' states, (2) produces the deltas and dead
-letters and waits until the broker has them, and only then (3) lets Faust
-ack the batch, whose offsets the consumer commits. Store or broker failures
-are retried with backoff instead of raised: raising would let Faust ack the
-batch and lose it.
+in a thread, which writes the users' states, (2) drops the deltas of users
+whose stored state another worker has moved on since (a paused zombie's
+late batch: `BehaviourProcessor.drop_superseded`), (3) produces the deltas
+and dead letters and waits until the broker has them, and only then (4) lets
+Faust ack the batch, whose offsets the consumer commits. Store or broker
+failures are retried with backoff instead of raised: raising would let Faust
+ack the batch and lose it. Failures tied to one record or user never get
+here: the processors isolate them (`streams.failures`).
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
@@ -23,7 +26,7 @@ from faust.types import EventT
 
 from models.encoder.base import Encoder
 from streams import transport
-from streams.broker import ssl_context
+from streams.health import Health, describe
 from streams.processor import (
     BehaviourProcessor,
     CatalogueSync,
@@ -32,6 +35,7 @@ from streams.processor import (
     Output,
     RawRecord,
 )
+from streams.security import ssl_context
 from streams.settings import Settings
 from streams.stores.base import Store
 from streams.topics import MAX_MESSAGE_BYTES
@@ -49,16 +53,23 @@ class Runtime:
     store: Store
     behaviours: BehaviourProcessor
     items: ItemProcessor
+    #: Where the agents report an action stuck retrying (readiness, `streams.health`).
+    health: Health = field(default_factory=Health)
 
 
-def build_runtime(settings: Settings, store: Store, encoder: Encoder) -> Runtime:
+def build_runtime(
+    settings: Settings, store: Store, encoder: Encoder, health: Health | None = None
+) -> Runtime:
     sync = CatalogueSync(store, encoder.dim)
     topics = settings.topics
     return Runtime(
         settings=settings,
         store=store,
-        behaviours=BehaviourProcessor(store, sync, encoder, settings.core_params(), topics),
+        behaviours=BehaviourProcessor(
+            store, sync, encoder, settings.core_params(), topics, limits=settings.limits()
+        ),
         items=ItemProcessor(store, sync, encoder, topics),
+        health=health or Health(settings.health_stall_seconds),
     )
 
 
@@ -93,15 +104,43 @@ def create_app(settings: Settings, bootstrap: str, runtime: Runtime) -> faust.Ap
         futures = [await outputs[o.topic].send(key=o.key, value=o.value) for o in batch]
         await asyncio.gather(*futures)
 
+    health = runtime.health
+    # Not ready until Faust has started (joined the group, recovered): then
+    # its app tasks run, this one first.
+    health.fail("worker", "starting: joining the consumer group")
+
+    @app.task
+    async def started() -> None:
+        health.ok("worker")
+
     async def run_batch(
-        events: list[EventT], process: Callable[[list[RawRecord]], Outcome]
+        agent: str,
+        events: list[EventT],
+        process: Callable[[list[RawRecord]], Outcome],
+        recheck: Callable[[Outcome], Outcome] | None,
     ) -> None:
         records = [_raw(e) for e in events]
         t0 = time.perf_counter()
-        outcome = await _retrying("process", lambda: asyncio.to_thread(process, records))
+        outcome = await _retrying(
+            "process",
+            lambda: asyncio.to_thread(process, records),
+            health=health,
+            component=f"{agent}.process",
+        )
+        if recheck is not None:  # as late as possible: a pause may have come in between
+            processed = outcome
+            outcome = await _retrying(
+                "recheck",
+                lambda: asyncio.to_thread(recheck, processed),
+                health=health,
+                component=f"{agent}.process",
+            )
         t1 = time.perf_counter()
-        await _retrying("produce", lambda: produce(outcome.outputs))
+        await _retrying(
+            "produce", lambda: produce(outcome.outputs), health=health, component=f"{agent}.produce"
+        )
         t2 = time.perf_counter()
+        health.count(agent, outcome.counts)
         first, last = records[0], records[-1]
         log.info(
             "batch %s[%d]@%d..%s[%d]@%d: %s process=%.0fms produce=%.0fms",
@@ -110,19 +149,27 @@ def create_app(settings: Settings, bootstrap: str, runtime: Runtime) -> faust.Ap
             outcome.counts, (t1 - t0) * 1000, (t2 - t1) * 1000,
         )  # fmt: skip
 
-    def batched_agent(name: str, sources: tuple[str, ...], process: Callable) -> None:
+    def batched_agent(
+        name: str, sources: tuple[str, ...], process: Callable, recheck: Callable | None = None
+    ) -> None:
         async def agent(stream: faust.StreamT) -> None:
             async for events in stream.take_events(
                 settings.batch_max, within=settings.batch_within_seconds
             ):
-                await run_batch(events, process)
+                await run_batch(name, events, process, recheck)
 
         app.agent(app.topic(*sources, **raw), name=name)(agent)
 
     # Only the agents of this worker's roles subscribe: encoder (GPU) workers
     # run "items" alone, under their own consumer group.
     if "behaviours" in settings.role_set:
-        batched_agent("behaviours", (topics.behaviours, topics.wakeups), runtime.behaviours.process)
+        behaviours = runtime.behaviours
+        batched_agent(
+            "behaviours",
+            (topics.behaviours, topics.wakeups),
+            behaviours.process,
+            behaviours.drop_superseded,
+        )
     if "items" in settings.role_set:
         batched_agent("items", (topics.items,), runtime.items.process)
     return app
@@ -134,22 +181,48 @@ def _raw(event: EventT) -> RawRecord:
     return RawRecord(msg.topic, msg.partition, msg.offset, msg.key, msg.value, stamp)
 
 
-async def _retrying(what: str, action: Callable[[], Awaitable[T]], max_delay: float = 30.0) -> T:
+async def _retrying(
+    what: str,
+    action: Callable[[], Awaitable[T]],
+    max_delay: float = 5.0,
+    *,
+    health: Health | None = None,
+    component: str | None = None,
+) -> T:
     """Retry an infrastructure action forever with capped exponential backoff.
 
     Blocking the partition is the safe choice: the batch is neither lost nor
     acked until its states are written and its outputs are on the broker.
+    The delay doubles from 0.2 s to ``max_delay`` (5 s): a retry against an
+    engine that is down costs one failed request, and a short cap means the
+    worker resumes within seconds of the engine's return.
+    While it keeps failing, ``component`` (default ``what``) is reported failing
+    into ``health`` with the last error, so the worker turns not-ready with
+    that reason; it is reported ok once the action succeeds (or is cancelled:
+    nothing is stuck any more).
     """
+    name = component or what
     delay = 0.2
-    while True:
-        try:
-            return await action()
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            log.exception("%s failed; retrying in %.1fs", what, delay)
-            await asyncio.sleep(delay)
-            delay = min(max_delay, delay * 2)
+    try:
+        while True:
+            try:
+                result = await action()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.exception("%s failed; retrying in %.1fs", what, delay)
+                if health is not None:
+                    health.fail(name, describe(exc))
+                await asyncio.sleep(delay)
+                delay = min(max_delay, delay * 2)
+            else:
+                if health is not None:
+                    health.ok(name)
+                return result
+    except asyncio.CancelledError:
+        if health is not None:
+            health.ok(name)
+        raise
 
 
 def _credentials(settings: Settings) -> faust.types.auth.CredentialsT | None:

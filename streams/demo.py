@@ -21,15 +21,10 @@ from kafka import KafkaProducer
 from tqdm import tqdm
 
 from models.encoder import ensure_exported
-from streams.broker import (
-    BrokerError,
-    broker_for,
-    committed,
-    delete_topics,
-    ensure_topics,
-    kafka_security,
-    wait_committed,
-)
+from streams.admin import BrokerError, committed, delete_topics, ensure_topics, wait_committed
+from streams.embedded_broker import broker_for
+from streams.ports import free_port
+from streams.security import kafka_security
 from streams.settings import Settings
 from streams.tail import TopicTail, ends_of, publish
 from streams.topics import MAX_MESSAGE_BYTES
@@ -70,7 +65,10 @@ def run_demo(
         topics = settings.topics
         security = kafka_security(settings) if settings.bootstrap_servers else {}
         ensure_topics(bootstrap, topics, **security)
-        worker = spawn_worker(settings, bootstrap, data_dir / "worker.log")
+        # A free health port: a worker already running here may hold the default one.
+        health_port = free_port() if settings.health_port else 0
+        worker_settings = settings.replace(health_port=health_port)
+        worker = spawn_worker(worker_settings, bootstrap, data_dir / "worker.log")
         outputs = {topics.deltas: settings.partitions, topics.dead_letters: 1}
         producer = KafkaProducer(
             **security, bootstrap_servers=bootstrap, linger_ms=5, max_request_size=MAX_MESSAGE_BYTES

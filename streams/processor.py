@@ -9,24 +9,36 @@ Commit order (the agents keep it): states are written by `process`, then the
 agent produces and flushes the returned outputs, then the offsets of the
 batch are acked and committed. A crash anywhere replays the batch, and the
 per-user offsets in the state make the replay a no-op.
+
+Failure policy (`streams.failures`): store errors propagate, and the agent
+retries the whole batch. Everything else is isolated to the records that
+cause it: a record that fails to decode, a user whose stored state cannot be
+read, a text the encoder cannot encode, an exception in the core for one
+user. Those records go to ``dead-letters`` and the rest of the batch goes on.
+As a last line, a batch that raises anything else is processed again one
+record at a time, and only the records that still raise are dead-lettered
+(``internal_error``): replayed records are recognised by their offsets, so
+the second pass never applies an event twice.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from models.behaviour import Behaviour, Position
 from models.catalogue import Catalogue
-from models.core import Cause, CoreParams, new_state, restate, step
+from models.core import Cause, CoreParams, Delta, StepResult, new_state, restate, step
 from models.encoder.base import Encoder
-from models.state import PendingEvent
+from models.state import UnreadableState, UserState
 from streams import codec
-from streams.codec import ItemTombstone, ItemUpdate, Rejected, Wakeup
+from streams.codec import DEFAULT_LIMITS, ItemTombstone, ItemUpdate, Limits, Rejected, Wakeup
+from streams.failures import InfrastructureError, internal_error, is_infrastructure
 from streams.stores.base import Store, StoredItem
 from streams.topics import Topics
 
@@ -56,15 +68,105 @@ class Output:
     topic: str
     key: bytes
     value: bytes | None
+    #: For a delta: (user, the state version the store must still hold for it
+    #: to be published), checked by `BehaviourProcessor.drop_superseded`.
+    fence: tuple[str, int] | None = None
 
 
 @dataclass
 class Outcome:
+    """What one batch produced: the records to publish, and counters for the log line."""
+
     outputs: list[Output] = field(default_factory=list)
     counts: dict[str, int] = field(default_factory=dict)
 
     def count(self, name: str, n: int = 1) -> None:
         self.counts[name] = self.counts.get(name, 0) + n
+
+    def dead_letter(self, topics: Topics, rec: RawRecord, reason: Rejected, now: float) -> None:
+        log.warning(
+            "dead letter key=%r %s reason=%s: %s",
+            (rec.key or b"")[:64], rec.position, reason.code, reason.message,
+        )  # fmt: skip
+        value = codec.encode_dead_letter(rec.key, rec.value, rec.position, reason, now)
+        self.outputs.append(Output(topics.dead_letters, rec.key or b"", value))
+        self.count("dead_letters")
+        if reason.code == "internal_error":
+            self.count("internal_errors")
+
+    def merge(self, other: Outcome) -> None:
+        self.outputs.extend(other.outputs)
+        for name, n in other.counts.items():
+            self.count(name, n)
+
+
+def isolate(
+    records: Sequence[RawRecord],
+    run: Callable[[Sequence[RawRecord]], Outcome],
+    topics: Topics,
+    now: float,
+    what: str,
+) -> Outcome:
+    """``run(records)``; if it raises a non-infrastructure error, one record at a time.
+
+    Infrastructure errors propagate (the agent retries the batch). A record
+    whose own run still raises is dead-lettered as ``internal_error``.
+    """
+    try:
+        return run(records)
+    except Exception as exc:
+        if is_infrastructure(exc):
+            raise
+        first, last = records[0].position, records[-1].position
+        log.exception("%s batch %s..%s failed; isolating its records", what, first, last)
+    out = Outcome()
+    out.count("isolated_batches")
+    for rec in records:
+        try:
+            out.merge(run([rec]))
+        except Exception as exc:
+            if is_infrastructure(exc):
+                raise
+            log.exception("%s record %s failed", what, rec.position)
+            out.dead_letter(topics, rec, internal_error(exc, what), now)
+    return out
+
+
+def encode_isolated(encoder: Encoder, texts: Sequence[str]) -> list[np.ndarray | Exception]:
+    """Embed ``texts``; a text the encoder fails on (or gives a non-finite vector) is an error.
+
+    One bad text must not sink its batch: when the batch call fails, each text
+    is encoded alone. If every text fails alone and so does a plain probe
+    text, the encoder itself is broken: that is an infrastructure failure.
+    """
+    if not texts:
+        return []
+    try:
+        return [_finite(v) for v in encoder.encode(list(texts))]
+    except Exception as exc:
+        if is_infrastructure(exc):
+            raise
+        batch_error = exc
+    results: list[np.ndarray | Exception] = []
+    for text in texts:
+        try:
+            results.append(_finite(encoder.encode([text])[0]))
+        except Exception as exc:
+            if is_infrastructure(exc):
+                raise
+            results.append(exc)
+    if all(isinstance(r, Exception) for r in results):
+        try:
+            encoder.encode(["probe"])
+        except Exception as exc:
+            raise InfrastructureError(f"the encoder fails on every text: {exc}") from batch_error
+    return results
+
+
+def _finite(vector: np.ndarray) -> np.ndarray | Exception:
+    if np.isfinite(vector).all():
+        return vector
+    return ValueError("the encoder returned a non-finite embedding")
 
 
 class CatalogueSync:
@@ -99,39 +201,51 @@ class ItemProcessor:
 
     def process(self, records: Sequence[RawRecord], now: float | None = None) -> Outcome:
         now = time.time() if now is None else now
+        return isolate(records, lambda batch: self._batch(batch, now), self.topics, now, "items")
+
+    def _batch(self, records: Sequence[RawRecord], now: float) -> Outcome:
         out = Outcome()
-        latest: dict[str, ItemUpdate | ItemTombstone] = {}
+        latest: dict[str, tuple[ItemUpdate | ItemTombstone, RawRecord]] = {}
         for rec in records:
-            item = codec.decode_item(rec.key, rec.value)
+            item = _decoded(lambda r=rec: codec.decode_item(r.key, r.value))
             if isinstance(item, Rejected):
-                out.outputs.append(_dead_letter(self.topics, rec, item, now))
-                out.count("dead_letters")
+                out.dead_letter(self.topics, rec, item, now)
                 continue
-            latest[item.item_id] = item  # last write in the batch wins, as in compaction
+            latest[item.item_id] = (item, rec)  # last write in the batch wins, as in compaction
         if not latest:
             return out
-        rows = self._embed(list(latest.values()), out)
+        rows = self._embed(list(latest.values()), out, now)
+        if not rows:
+            return out
         self.store.put_items(rows)
         self.sync.refresh()
         out.outputs.extend(self._wakeups([row.item_id for row in rows]))
         out.count("items", len(rows))
         return out
 
-    def _embed(self, items: list[ItemUpdate | ItemTombstone], out: Outcome) -> list[StoredItem]:
-        updates = [i for i in items if isinstance(i, ItemUpdate)]
+    def _embed(
+        self,
+        items: list[tuple[ItemUpdate | ItemTombstone, RawRecord]],
+        out: Outcome,
+        now: float,
+    ) -> list[StoredItem]:
+        updates = [i for i, _ in items if isinstance(i, ItemUpdate)]
         known = self.store.get_items([u.item_id for u in updates])
         hashes = {u.item_id: self._content_hash(u.text) for u in updates}
         todo = [u for u in updates if known.get(u.item_id, _NONE).content_hash != hashes[u.item_id]]
-        vectors = dict(
-            zip([u.item_id for u in todo], self.encoder.encode([u.text for u in todo]), strict=True)
-        )
+        encoded = encode_isolated(self.encoder, [u.text for u in todo])
+        vectors = dict(zip([u.item_id for u in todo], encoded, strict=True))
         out.count("encoded", len(todo))
         rows = []
-        for item in items:
+        for item, rec in items:
             if isinstance(item, ItemTombstone):
                 rows.append(StoredItem(item.item_id, None))
                 continue
             vector = vectors.get(item.item_id)
+            if isinstance(vector, Exception):
+                reason = Rejected("encode_failed", f"{type(vector).__name__}: {vector}"[:300])
+                out.dead_letter(self.topics, rec, reason, now)
+                continue
             if vector is None:
                 vector = known[item.item_id].vector
             rows.append(
@@ -157,8 +271,50 @@ class ItemProcessor:
         ]
 
 
+@dataclass
+class _Batch:
+    """A decoded micro-batch of behaviours and wakeups, grouped by user in arrival order."""
+
+    events: dict[str, list[Behaviour]] = field(default_factory=dict)
+    refresh: dict[str, set[str]] = field(default_factory=dict)
+    snapshots: dict[str, list[tuple[str, RawRecord]]] = field(default_factory=dict)
+    #: The record each decoded event came from, by its position.
+    records: dict[Position, RawRecord] = field(default_factory=dict)
+
+    @property
+    def users(self) -> list[str]:
+        return list(dict.fromkeys([*self.events, *self.refresh, *self.snapshots]))
+
+    def records_of(self, user: str) -> list[RawRecord]:
+        """Every record of ``user`` in this batch: events, then snapshot requests."""
+        events = [self.records[e.position] for e in self.events.get(user, []) if e.position]
+        return events + [rec for _, rec in self.snapshots.get(user, [])]
+
+
+@dataclass
+class _UserPlan:
+    """What applying one user's events decided: the state to write, the deltas to send."""
+
+    user: str
+    write: UserState | None = None
+    deltas: list[tuple[Delta, int | None]] = field(default_factory=list)
+    #: The state version the deltas describe (written, or read unchanged; 0: no state).
+    version: int = 0
+
+
+class NonFiniteState(ArithmeticError):
+    """The core produced a non-finite interest vector or score; the state is not written."""
+
+
 class BehaviourProcessor:
-    """Applies micro-batches of behaviours (and wakeups) to user states."""
+    """Applies micro-batches of behaviours (and wakeups) to user states.
+
+    One batch moves forward through three steps: `_decode` (records to
+    events, bad ones to dead letters), `_apply` (per user: read state, run
+    the core, collect the state to write and its deltas) and `_publish`
+    (write the states, fenced, and turn the deltas of the users that were
+    written into records to produce).
+    """
 
     def __init__(
         self,
@@ -168,136 +324,289 @@ class BehaviourProcessor:
         params: CoreParams,
         topics: Topics,
         clock: Callable[[], float] = time.time,
+        limits: Limits = DEFAULT_LIMITS,
     ):
         self.store, self.sync, self.encoder = store, sync, encoder
-        self.params, self.topics, self.clock = params, topics, clock
+        self.params, self.topics, self.clock, self.limits = params, topics, clock, limits
 
     def process(self, records: Sequence[RawRecord]) -> Outcome:
         now = self.clock()
-        out = Outcome()
         self.sync.refresh()
-        events: dict[str, list[tuple[Behaviour, RawRecord]]] = {}
-        refresh: dict[str, set[str]] = {}
-        snapshots: dict[str, list[tuple[str, RawRecord]]] = {}
-        inline: dict[str, str] = {}
+        return isolate(
+            records, lambda batch: self._batch(batch, now), self.topics, now, "behaviours"
+        )
+
+    def _batch(self, records: Sequence[RawRecord], now: float) -> Outcome:
+        out = Outcome()
+        batch = self._decode(records, now, out)
+        self._embed_inline(batch, out)
+        states = self.store.get_states(batch.users)
+        plans = [self._apply(user, states.get(user), batch, now, out) for user in batch.users]
+        self._publish([p for p in plans if p is not None], batch, out)
+        return out
+
+    # -- decode ------------------------------------------------------------
+
+    def _decode(self, records: Sequence[RawRecord], now: float, out: Outcome) -> _Batch:
+        batch = _Batch()
         for rec in records:
             if rec.topic == self.topics.wakeups:
-                wake = codec.decode_wakeup(rec.value)
-                if isinstance(wake, Wakeup):
-                    refresh.setdefault(wake.user_id, set()).update(wake.item_ids)
-                    if wake.snapshot is not None:
-                        snapshots.setdefault(wake.user_id, []).append((wake.snapshot, rec))
-                    continue
-                decoded: Behaviour | Rejected = wake
+                decoded = _decoded(lambda r=rec: codec.decode_wakeup(r.value))
             else:
-                decoded = codec.decode_behaviour(rec.key, rec.value, rec.position, now)
+                decoded = _decoded(
+                    lambda r=rec: codec.decode_behaviour(
+                        r.key, r.value, r.position, now, self.limits
+                    )
+                )
             if isinstance(decoded, Rejected):
-                out.outputs.append(_dead_letter(self.topics, rec, decoded, now))
-                out.count("dead_letters")
-                continue
-            events.setdefault(decoded.user_id, []).append((decoded, rec))
-            if decoded.item_id not in self.sync.catalogue:
-                text = codec.behaviour_text(rec.value or b"{}")
-                if text is not None:
-                    inline.setdefault(decoded.item_id, text)
-        self._store_inline_items(inline, out)
+                out.dead_letter(self.topics, rec, decoded, now)
+            elif isinstance(decoded, Wakeup):
+                batch.refresh.setdefault(decoded.user_id, set()).update(decoded.item_ids)
+                if decoded.snapshot is not None:
+                    batch.snapshots.setdefault(decoded.user_id, []).append((decoded.snapshot, rec))
+            else:
+                batch.events.setdefault(decoded.user_id, []).append(decoded)
+                batch.records[rec.position] = rec
+        return batch
 
-        users = list(dict.fromkeys([*events, *refresh]))
-        states = self.store.get_states(users)
-        writes, deltas = [], []
-        for user in users:
-            pairs = events.get(user, [])
-            result = step(
-                states.get(user),
-                [e for e, _ in pairs],
-                self.sync.catalogue,
-                now,
-                self.params,
-                refresh=sorted(refresh.get(user, ())),
-            )
-            by_id = {id(e): rec for e, rec in pairs}
-            for dup in result.duplicates:
-                rec = by_id[id(dup)]
-                reason = Rejected("duplicate", f"event_id {dup.event_id!r} was already applied")
-                out.outputs.append(_dead_letter(self.topics, rec, reason, now))
-                out.count("dead_letters")
-            for pending in result.overflow:
-                out.outputs.append(_overflow_letter(self.topics, user, pending, now))
-                out.count("dead_letters")
-            for event in result.replayed:
-                log.info("skip replayed event user=%s %s", user, event.position)
-            out.count("events", len(result.applied))
-            out.count("parked", len(result.parked))
-            out.count("replayed", len(result.replayed))
+    def _embed_inline(self, batch: _Batch, out: Outcome) -> None:
+        """Items first seen inline in a behaviour get embedded from that text.
+
+        A text the encoder fails on leaves its event waiting for the item, as
+        any event on an unknown item does; nothing is dropped.
+        """
+        texts: dict[str, str] = {}
+        for events in batch.events.values():
+            for e in events:
+                if e.text is not None and e.item_id not in self.sync.catalogue:
+                    texts.setdefault(e.item_id, e.text)
+        if not texts:
+            return
+        ids = list(texts)
+        encoded = encode_isolated(self.encoder, [texts[i] for i in ids])
+        rows = []
+        for item_id, vector in zip(ids, encoded, strict=True):
+            if isinstance(vector, Exception):
+                log.warning("inline text of item=%s not encoded: %r", item_id, vector)
+                out.count("inline_encode_failed")
+            else:
+                rows.append(StoredItem(item_id, vector, texts[item_id][:200]))
+        if rows:
+            self.store.put_items(rows)
+            self.sync.refresh()
+        out.count("encoded", len(rows))
+
+    # -- apply -------------------------------------------------------------
+
+    def _apply(
+        self,
+        user: str,
+        stored: UserState | UnreadableState | None,
+        batch: _Batch,
+        now: float,
+        out: Outcome,
+    ) -> _UserPlan | None:
+        """Run the core for one user; None when nothing of theirs may be written."""
+        if isinstance(stored, UnreadableState):
+            self._quarantine(stored, batch, now, out)
+            return None
+        events = batch.events.get(user, [])
+        refresh = sorted(batch.refresh.get(user, ()))
+        plan = _UserPlan(user)
+        current = stored
+        try:
+            results = [self._step(stored, events, refresh, now)]
+        except Exception as exc:
+            if is_infrastructure(exc):
+                raise
+            where = ", ".join(str(e.position) for e in events) or "wake-up"
+            log.exception("core failed for user=%s on %s; one event at a time", user, where)
+            results = self._step_each(stored, events, refresh, batch, now, out)
+        for result in results:
+            self._account(user, result, batch, now, out)
             if result.changed and result.state is not None:
-                writes.append(result.state)
+                plan.write = current = result.state
             delta = result.delta
             if delta is None and result.replayed and result.state and result.state.top_k:
                 delta = restate(result.state, self.sync.catalogue, now, self.params)
             if delta is not None:
-                stamps = [rec.timestamp_ms for _, rec in pairs if rec.timestamp_ms is not None]
-                deltas.append((delta, max(stamps) if stamps else None))
-            for request_id, rec in snapshots.get(user, []):
-                current = result.state or new_state(user, self.sync.catalogue.dim, self.params)
-                cause = Cause(kind="snapshot", request_id=request_id)
-                snapshot = restate(current, self.sync.catalogue, now, self.params, cause)
-                deltas.append((snapshot, rec.timestamp_ms))
-                out.count("snapshots")
+                plan.deltas.append((delta, _newest_stamp(result, batch)))
+        plan.version = current.version if current is not None else 0
+        for request_id, rec in batch.snapshots.get(user, []):
+            known = current or new_state(user, self.sync.catalogue.dim, self.params)
+            cause = Cause(kind="snapshot", request_id=request_id)
+            snapshot = restate(known, self.sync.catalogue, now, self.params, cause)
+            plan.deltas.append((snapshot, rec.timestamp_ms))
+            out.count("snapshots")
+        return plan if plan.write is not None or plan.deltas else None
 
+    def _step(
+        self,
+        state: UserState | None,
+        events: Sequence[Behaviour],
+        refresh: Sequence[str],
+        now: float,
+    ) -> StepResult:
+        result = step(state, events, self.sync.catalogue, now, self.params, refresh=refresh)
+        if result.changed and result.state is not None:
+            _check_finite(result.state)
+        return result
+
+    def _step_each(
+        self,
+        state: UserState | None,
+        events: Sequence[Behaviour],
+        refresh: Sequence[str],
+        batch: _Batch,
+        now: float,
+        out: Outcome,
+    ) -> list[StepResult]:
+        """The user's events one at a time; an event whose step raises is dead-lettered."""
+        results = []
+        for event in events:
+            try:
+                result = self._step(state, [event], (), now)
+            except Exception as exc:
+                if is_infrastructure(exc):
+                    raise
+                assert event.position is not None
+                out.dead_letter(
+                    self.topics, batch.records[event.position], internal_error(exc, "core"), now
+                )
+                continue
+            results.append(result)
+            if result.changed:
+                state = result.state
+        if refresh:
+            try:
+                results.append(self._step(state, [], refresh, now))
+            except Exception as exc:
+                if is_infrastructure(exc):
+                    raise
+                log.exception(
+                    "re-ranking user=%s for items %s failed",
+                    events[0].user_id if events else "?",
+                    refresh,
+                )
+        return results
+
+    def _account(
+        self, user: str, result: StepResult, batch: _Batch, now: float, out: Outcome
+    ) -> None:
+        """Dead letters and counters for what the core set aside."""
+        for dup in result.duplicates:
+            assert dup.position is not None
+            reason = Rejected("duplicate", f"event_id {dup.event_id!r} was already applied")
+            out.dead_letter(self.topics, batch.records[dup.position], reason, now)
+        for pending in result.overflow:
+            reason = Rejected(
+                "pending_overflow", f"item {pending.item_id!r} never got an embedding"
+            )
+            # Where it was read (unknown only for events parked by state schema 1).
+            pos = pending.position or Position(self.topics.behaviours, -1, -1)
+            body = codec.encode_pending(user, pending)
+            rec = RawRecord(pos.topic, pos.partition, pos.offset, user.encode(), body)
+            out.dead_letter(self.topics, rec, reason, now)
+        if result.migrated_from is not None:
+            log.warning(
+                "interest of user=%s moved from updater %r to %r by replaying its window",
+                user, result.migrated_from, self.params.updater.name,
+            )  # fmt: skip
+            out.count("updater_migrations")
+        for event in result.replayed:
+            log.info("skip replayed event user=%s %s", user, event.position)
+        out.count("events", len(result.applied))
+        out.count("parked", len(result.parked))
+        out.count("replayed", len(result.replayed))
+
+    def _quarantine(self, stored: UnreadableState, batch: _Batch, now: float, out: Outcome) -> None:
+        """A user whose stored state cannot be read: never overwritten, events kept.
+
+        Each of the user's records goes to ``dead-letters`` as
+        ``state_unreadable`` with its original bytes, so it can be re-driven
+        (``interest-stream redrive``) once the state is readable again; their
+        event ids make a re-drive idempotent.
+        """
+        reason = Rejected("state_unreadable", f"stored state of {stored.user_id!r}: {stored.error}")
+        records = batch.records_of(stored.user_id)
+        for rec in records:
+            out.dead_letter(self.topics, rec, reason, now)
+        out.count("state_unreadable", len(records))
+
+    # -- publish -----------------------------------------------------------
+
+    def _publish(self, plans: list[_UserPlan], batch: _Batch, out: Outcome) -> None:
+        writes = [p.write for p in plans if p.write is not None]
         fenced = set(self.store.put_states(writes))
         for user in sorted(fenced):
-            lost = [str(e.position) for e, _ in events.get(user, []) if e.position]
+            lost = [str(e.position) for e in batch.events.get(user, []) if e.position]
             where = ", ".join(lost) or "wake-up"
             log.warning("state of user=%s is newer in the store: fenced off %s", user, where)
         out.count("fenced", len(fenced))
-        for delta, source_ts in deltas:
-            if delta.user_id in fenced:
+        for plan in plans:
+            if plan.user in fenced:
                 continue
-            value = codec.encode_delta(delta, source_ts)
-            out.outputs.append(Output(self.topics.deltas, delta.user_id.encode(), value))
-            out.count("deltas")
-        return out
+            for delta, source_ts in plan.deltas:
+                value = codec.encode_delta(delta, source_ts)
+                fence = (plan.user, plan.version)
+                out.outputs.append(Output(self.topics.deltas, plan.user.encode(), value, fence))
+                out.count("deltas")
 
-    def _store_inline_items(self, texts: dict[str, str], out: Outcome) -> None:
-        """Items first seen inline in a behaviour get embedded from that text."""
-        if not texts:
-            return
-        ids = list(texts)
-        vectors = self.encoder.encode([texts[i] for i in ids])
-        self.store.put_items(
-            [StoredItem(i, v, texts[i][:200]) for i, v in zip(ids, vectors, strict=True)]
-        )
-        self.sync.refresh()
-        out.count("encoded", len(ids))
+    def drop_superseded(self, outcome: Outcome) -> Outcome:
+        """Hold back the deltas of users whose stored state moved on since `process`.
+
+        Called just before the outputs are produced. A worker that was paused
+        (a long GC, SIGSTOP, a VM migration) after writing its states may find
+        that the group gave its partitions to another worker, which has since
+        applied newer events and published newer versions: publishing the
+        paused batch's deltas then would move consumers back. The new owner
+        restated those users (`replay` deltas), so nothing is lost by dropping them.
+        """
+        fences = {o.fence for o in outcome.outputs if o.fence is not None}
+        if not fences:
+            return outcome
+        stored = self.store.versions(sorted({user for user, _ in fences}))
+        moved = {(user, v) for user, v in fences if stored.get(user, 0) != v}
+        if not moved:
+            return outcome
+        for user, version in sorted(moved):
+            log.warning(
+                "not publishing deltas of user=%s at v%d: the store holds v%d (another "
+                "worker took over)", user, version, stored.get(user, 0),
+            )  # fmt: skip
+        kept = [o for o in outcome.outputs if o.fence not in moved]
+        counts = dict(outcome.counts)
+        dropped = len(outcome.outputs) - len(kept)
+        counts["superseded"] = counts.get("superseded", 0) + dropped
+        counts["deltas"] = counts.get("deltas", 0) - dropped
+        return Outcome(kept, counts)
 
 
 _NONE = StoredItem("", None)
 
 
-def _dead_letter(topics: Topics, rec: RawRecord, reason: Rejected, now: float) -> Output:
-    log.warning(
-        "dead letter key=%r %s reason=%s: %s",
-        (rec.key or b"")[:64],
-        rec.position,
-        reason.code,
-        reason.message,
-    )
-    value = codec.encode_dead_letter(rec.key, rec.value, rec.position, reason, now)
-    return Output(topics.dead_letters, rec.key or b"", value)
+def _decoded(decode: Callable[[], object]) -> object:
+    """Run a decoder; a decoder bug is the record's `internal_error`, never the batch's."""
+    try:
+        return decode()
+    except Exception as exc:
+        log.exception("decoder raised")
+        return internal_error(exc, "decode")
 
 
-def _overflow_letter(topics: Topics, user: str, pending: PendingEvent, now: float) -> Output:
-    """A pending event pushed out of a full queue: its own JSON is the payload."""
-    body = json.dumps(
-        {
-            "user_id": user,
-            "item_id": pending.item_id,
-            "type": pending.type,
-            "ts": pending.ts,
-            "weight": pending.weight,
-            "event_id": pending.event_id,
-        }
-    ).encode()
-    reason = Rejected("pending_overflow", f"item {pending.item_id!r} never got an embedding")
-    rec = RawRecord(topics.behaviours, -1, -1, user.encode(), body)
-    return _dead_letter(topics, rec, reason, now)
+def _newest_stamp(result: StepResult, batch: _Batch) -> int | None:
+    """Newest broker timestamp among the records of the events this result took."""
+    taken = (*result.applied, *result.parked, *result.replayed, *result.duplicates)
+    stamps = [
+        batch.records[e.position].timestamp_ms
+        for e in taken
+        if e.position in batch.records and batch.records[e.position].timestamp_ms is not None
+    ]
+    return max(stamps) if stamps else None  # type: ignore[type-var]
+
+
+def _check_finite(state: UserState) -> None:
+    if not np.isfinite(state.interest).all():
+        raise NonFiniteState(f"interest vector of user {state.user_id!r} is not finite")
+    if not all(np.isfinite(score) for _, score in state.top_k):
+        raise NonFiniteState(f"a top-k score of user {state.user_id!r} is not finite")

@@ -8,7 +8,7 @@ Sources, later wins: defaults, a TOML file named by ``INTEREST_STREAM_CONFIG``
 from __future__ import annotations
 
 import dataclasses
-import json
+import math
 import os
 import tomllib
 from collections.abc import Mapping
@@ -19,6 +19,9 @@ from typing import Any
 from models.core import CoreParams
 from models.update import InterestUpdater, TimeDecayUpdater
 from models.window import WindowSpec
+from streams.codec import Limits
+from streams.stores import BACKENDS
+from streams.stores.replication import DEFAULT_REPLICATION, parse_replication
 from streams.topics import Topics
 
 ENV_PREFIX = "INTEREST_STREAM_"
@@ -63,13 +66,13 @@ class Settings:
     cassandra_keyspace: str = "interest_stream"
     cassandra_local_dc: str = ""
     #: JSON replication map used when the keyspace is created.
-    cassandra_replication: str = '{"class": "SimpleStrategy", "replication_factor": 1}'
+    cassandra_replication: str = DEFAULT_REPLICATION
     cassandra_read_consistency: str = "LOCAL_QUORUM"
     cassandra_write_consistency: str = "LOCAL_QUORUM"
     cassandra_username: str = ""
     cassandra_password: str = ""
     cassandra_ssl_ca_file: str = ""
-    #: CQL schema to create (empty: deploy/cassandra/schema.cql of this checkout).
+    #: CQL schema to create (empty: the package's streams/stores/cassandra_schema.cql).
     cassandra_schema_file: str = ""
     #: Item change feed entries Cassandra keeps (0: all); a lagging worker rescans.
     cassandra_feed_retention: int = 200_000
@@ -86,6 +89,13 @@ class Settings:
     #: learned updater (``interest-stream train``), which then replaces the rule.
     updater: str = "time-decay"
     short_term_weight: float = 0.3
+    #: Bounds on a behaviour's numbers; outside them it is dead-lettered
+    #: (``out_of_range``, ``ts_before_epoch``, ``ts_future``).
+    max_abs_weight: float = 100.0
+    rating_min: float = 0.0
+    rating_max: float = 10.0
+    min_event_ts: float = 0.0
+    max_future_skew_seconds: float = 86400.0
     batch_max: int = 500
     batch_within_seconds: float = 0.05
     #: Small on the embedded broker: it waits this long for group joins.
@@ -95,12 +105,19 @@ class Settings:
     #: Longest a fetch waits on the broker for data (Faust's own is 1.5 s).
     fetch_max_wait_ms: int = 100
     log_level: str = "info"
+    #: Health endpoints (GET /livez, GET /readyz) of each worker; port 0: no server.
+    health_host: str = "0.0.0.0"
+    health_port: int = 6066
+    #: How often the store and the broker are probed for readiness.
+    health_probe_seconds: float = 2.0
+    #: /livez turns 503 when the worker's event loop has not run for this long.
+    health_stall_seconds: float = 30.0
 
     def __post_init__(self) -> None:
         if self.partitions < 1:
             raise SettingsError("partitions must be >= 1")
-        if self.store not in ("sqlite", "cassandra"):
-            raise SettingsError(f"unknown store {self.store!r} (known: sqlite, cassandra)")
+        if self.store not in BACKENDS:
+            raise SettingsError(f"unknown store {self.store!r} (known: {', '.join(BACKENDS)})")
         if not self.role_set or not self.role_set <= _ROLES:
             raise SettingsError(f"roles must be a comma-separated subset of {sorted(_ROLES)}")
         if self.sasl_mechanism not in ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"):
@@ -111,19 +128,21 @@ class Settings:
             if getattr(self, name) not in _CONSISTENCY:
                 raise SettingsError(f"{name} must be one of {sorted(_CONSISTENCY)}")
         try:
-            replication = json.loads(self.cassandra_replication)
-        except json.JSONDecodeError as exc:
-            raise SettingsError(f"cassandra_replication is not JSON: {exc}") from exc
-        if not isinstance(replication, dict) or "class" not in replication:
-            raise SettingsError("cassandra_replication must be a JSON object with a 'class'")
+            parse_replication(self.cassandra_replication)
+        except ValueError as exc:
+            raise SettingsError(f"cassandra_replication: {exc}") from exc
         if self.encoder_device not in ("auto", "cpu", "cuda"):
             raise SettingsError("encoder_device must be auto, cpu or cuda")
         if self.security_protocol not in ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"):
             raise SettingsError(f"unknown security_protocol {self.security_protocol!r}")
-        if self.updater != "time-decay" and not (Path(self.updater) / "manifest.json").is_file():
-            raise SettingsError(
-                f"updater must be 'time-decay' or a learned-updater folder, not {self.updater!r}"
-            )
+        if not self.updater.strip():
+            raise SettingsError("updater must be 'time-decay' or a learned-updater folder")
+        try:
+            self.limits()
+        except ValueError as exc:
+            raise SettingsError(f"record limits: {exc}") from exc
+        if not (self.half_life_seconds > 0 and math.isfinite(self.half_life_seconds)):
+            raise SettingsError("half_life_seconds must be a positive number")
         if not 0.0 <= self.short_term_weight <= 1.0:
             raise SettingsError("short_term_weight must be within [0, 1]")
         for name in (
@@ -131,6 +150,13 @@ class Settings:
         ):  # fmt: skip
             if getattr(self, name) < 1:
                 raise SettingsError(f"{name} must be >= 1")
+        if not self.health_host:
+            raise SettingsError("health_host must not be empty")
+        if not 0 <= self.health_port <= 65535:
+            raise SettingsError("health_port must be within [0, 65535] (0: no health server)")
+        for name in ("health_probe_seconds", "health_stall_seconds"):
+            if not getattr(self, name) > 0:
+                raise SettingsError(f"{name} must be > 0")
 
     def __repr__(self) -> str:
         shown = []
@@ -163,14 +189,32 @@ class Settings:
         return Path(self.data_dir) / "state.sqlite"
 
     def _updater(self) -> InterestUpdater:
+        """The updater this worker runs; a learned one is loaded here, at worker start.
+
+        Validation (``__post_init__``) never reads the file system: the folder
+        is only opened when a worker (or the demo, or eval) asks for it.
+        """
         if self.updater == "time-decay":
             return TimeDecayUpdater(self.half_life_seconds)
         from models.learned import ArtifactError, LearnedUpdater
 
         try:
             return LearnedUpdater.load(self.updater)
-        except ArtifactError as exc:
-            raise SettingsError(str(exc)) from exc
+        except (ArtifactError, OSError) as exc:
+            raise SettingsError(
+                f"updater must be 'time-decay' or a learned-updater folder, not "
+                f"{self.updater!r}: {exc}"
+            ) from exc
+
+    def limits(self) -> Limits:
+        """The bounds `streams.codec` checks every behaviour's numbers against."""
+        return Limits(
+            max_abs_weight=self.max_abs_weight,
+            rating_min=self.rating_min,
+            rating_max=self.rating_max,
+            min_ts=self.min_event_ts,
+            max_future_skew_s=self.max_future_skew_seconds,
+        )
 
     def core_params(self) -> CoreParams:
         return CoreParams(

@@ -27,6 +27,8 @@ class Received:
 class TopicTail:
     """Collects every record of some topics as it arrives.
 
+    The example needs a running broker at ``bootstrap``, so it is not run:
+
     >>> with TopicTail(bootstrap, {"recommendation-deltas": 4}) as tail:  # doctest: +SKIP
     ...     tail.wait_for(lambda recs: len(recs) >= 10, timeout=30)
     """

@@ -13,24 +13,14 @@ import faust
 
 from models.encoder import OnnxEncoder, ensure_exported
 from models.encoder.base import Encoder
+from streams.admin import ensure_topics
 from streams.app import build_runtime, create_app
-from streams.broker import ensure_topics, kafka_security
+from streams.health import Health, HealthServer, Heartbeat, heartbeat_interval, worker_prober
+from streams.security import kafka_security
 from streams.settings import Settings
-from streams.stores.base import Store
-from streams.stores.sqlite import SqliteStore
+from streams.stores import open_store
 
 log = logging.getLogger("interest_stream.worker")
-
-
-def open_store(settings: Settings) -> Store:
-    if settings.store == "sqlite":
-        return SqliteStore(settings.state_path)
-    if settings.store == "cassandra":
-        # Imported here: the embedded default never loads the driver.
-        from streams.stores.cassandra import CassandraStore
-
-        return CassandraStore.from_settings(settings)
-    raise ValueError(f"unknown store {settings.store!r}")
 
 
 def open_encoder(settings: Settings) -> Encoder:
@@ -43,17 +33,39 @@ def open_encoder(settings: Settings) -> Encoder:
 
 
 def run_worker(settings: Settings, bootstrap: str) -> None:
-    """Run a Faust worker until it is stopped (SIGTERM / Ctrl-C)."""
+    """Run a Faust worker until it is stopped (SIGTERM / Ctrl-C).
+
+    With ``health_port`` set, /livez and /readyz answer from the start (not
+    ready until the store, the broker and the Faust app are up), the store and
+    broker are probed every ``health_probe_seconds``, and the worker's loop
+    stamps the heartbeat; all of it stops after the Faust worker.
+    """
     log.info("starting worker with %s on %s", settings, bootstrap)
-    store = open_store(settings)
-    encoder = open_encoder(settings)
-    ensure_topics(bootstrap, settings.topics, **kafka_security(settings))
-    app = create_app(settings, bootstrap, build_runtime(settings, store, encoder))
-    worker = faust.Worker(app, loglevel=settings.log_level, quiet=True)
+    health = Health(settings.health_stall_seconds)
+    server = None
+    if settings.health_port:
+        server = HealthServer(health, settings.health_host, settings.health_port).start()
     try:
-        worker.execute_from_commandline()
+        store = open_store(settings)
+        try:
+            encoder = open_encoder(settings)
+            ensure_topics(bootstrap, settings.topics, **kafka_security(settings))
+            app = create_app(settings, bootstrap, build_runtime(settings, store, encoder, health))
+            heartbeat = Heartbeat(health, heartbeat_interval(settings.health_stall_seconds))
+            worker = faust.Worker(app, heartbeat, loglevel=settings.log_level, quiet=True)
+            prober = worker_prober(settings, bootstrap, store, health) if server else None
+            if prober is not None:
+                prober.start()
+            try:
+                worker.execute_from_commandline()
+            finally:
+                if prober is not None:
+                    prober.stop()
+        finally:
+            store.close()
     finally:
-        store.close()
+        if server is not None:
+            server.stop()
 
 
 def spawn_worker(settings: Settings, bootstrap: str, log_path: Path) -> subprocess.Popen:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from models.evaluation.data import item_text
+from models.datasets import item_text
 
 # Per tag: subjects, verb phrases, settings (title = "<subject> <verb> <setting>")
 # and detail sentences (text = "<title>. <detail>.").
@@ -309,6 +309,7 @@ def movielens_workload(path: str | Path, *, max_users: int | None = None) -> Wor
 
 
 _DROP = object()  # marks a field to remove in the bad-record builders
+_NAN_MARK = "@nan@"  # a placeholder replaced by raw JSON (NaN, huge numbers) after dumping
 _TS = 1_700_000_000.0
 _YEAR_2200 = 7_258_118_400.0  # 2200-01-01T00:00:00Z
 _BIG_TEXT = "lorem ipsum " * (2 * 1024 * 1024 // 12 + 1)  # a little over 2 MiB
@@ -345,6 +346,29 @@ def bad_behaviour_records() -> list[tuple[str, bytes | None, bytes, str]]:
         ("text_too_large", key, ev("text_too_large", text=_BIG_TEXT), "too_large"),
         ("non_utf8", key, ev("non_utf8", user_id="bad-user-@@").replace(b"@@", b"\xff\xfe"),
          "invalid_json"),
+        # Valid JSON, under the size limit and shaped like a behaviour, each of
+        # which once made decoding raise (and halted the worker) or overflowed
+        # a user's interest vector.
+        ("ts_huge_integer", key, ev("ts_huge_integer", ts=10**400), "out_of_range"),
+        ("weight_huge_integer", key, ev("weight_huge_integer", weight=-(10**400)),
+         "out_of_range"),
+        ("weight_extreme", key, ev("weight_extreme", weight=1e300), "out_of_range"),
+        ("rating_extreme", key, ev("rating_extreme", type="rating", rating=1e308),
+         "out_of_range"),
+        ("weight_nan", key, ev("weight_nan", weight=_NAN_MARK).replace(b'"@nan@"', b"NaN"),
+         "invalid_json"),
+        ("integer_of_5000_digits", key,
+         ev("integer_of_5000_digits", weight=_NAN_MARK).replace(b'"@nan@"', b"9" * 5000),
+         "out_of_range"),
+        ("deeply_nested", key,
+         ev("deeply_nested", extra=_NAN_MARK).replace(b'"@nan@"', b"[" * 5000 + b"]" * 5000),
+         "invalid_json"),
+        ("lone_surrogate_user_id", b"bad-user\\ud800",
+         ev("lone_surrogate_user_id", user_id="bad-user@").replace(b"@", b"\\ud800"),
+         "invalid_json"),
+        ("iso_ts_year_1", key, ev("iso_ts_year_1", ts="0001-01-01T00:00:00+14:00"),
+         "ts_before_epoch"),
+        ("event_id_too_long", key, ev("event_id_too_long", event_id="e" * 300), "wrong_type"),
     ]  # fmt: skip
 
 
@@ -362,4 +386,11 @@ def bad_item_records() -> list[tuple[str, bytes | None, bytes, str]]:
         ("title_not_string", key, item(title=42), "wrong_type"),
         ("tags_not_strings", key, item(tags=["space", 7]), "wrong_type"),
         ("text_too_large", key, item(text=_BIG_TEXT), "too_large"),
-    ]
+        ("title_lone_surrogate", key, item(title="Star@").replace(b"@", b"\\udfff"),
+         "invalid_json"),
+        ("tag_lone_surrogate", key, item(tags=["sp@ce"]).replace(b"@", b"\\ud83d"),
+         "invalid_json"),
+        ("deeply_nested", key,
+         item(extra=_NAN_MARK).replace(b'"@nan@"', b"{\"a\":" * 3000 + b"1" + b"}" * 3000),
+         "invalid_json"),
+    ]  # fmt: skip

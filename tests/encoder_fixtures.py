@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from models.encoder import OnnxEncoder, export_minilm
-from models.encoder.export import ARTIFACT_NAME
+from models.encoder.artifact import ARTIFACT_NAME
 
 # Small batches so the contract tests cross batch boundaries.
 BATCH_SIZE = 4

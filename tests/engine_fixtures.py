@@ -41,7 +41,8 @@ from pathlib import Path
 import pytest
 
 from deploy.engines import cassandra, kafka, tls
-from deploy.engines.common import EngineInfo, free_port
+from deploy.engines.common import EngineInfo
+from streams.ports import free_port
 from tests.paths import ROOT
 
 log = logging.getLogger("tests.engine_fixtures")

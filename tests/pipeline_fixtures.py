@@ -19,7 +19,9 @@ from pathlib import Path
 import pytest
 from kafka import KafkaProducer
 
-from streams.broker import EmbeddedBroker, ensure_topics, wait_committed
+from streams.admin import ensure_topics, wait_committed
+from streams.embedded_broker import EmbeddedBroker
+from streams.ports import free_port
 from streams.settings import Settings
 from streams.stores.base import Store
 from streams.tail import Received, TopicTail, ends_of, publish
@@ -114,6 +116,9 @@ def backend_settings(
         data_dir=str(data_dir),
         encoder_cache=str(encoder_artifact.parent),
         top_k=5,
+        # Many workers run at once: each serves /livez and /readyz on its own port.
+        health_host="127.0.0.1",
+        health_port=free_port(),
         **extra,
     )
     return settings, bootstrap

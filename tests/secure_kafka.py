@@ -22,8 +22,10 @@ from aiokafka.conn import create_conn
 from faust.transport.drivers.aiokafka import credentials_to_aiokafka_auth
 from kafka import KafkaProducer
 
+from streams.admin import ensure_topics, wait_committed
 from streams.app import _credentials
-from streams.broker import ensure_topics, kafka_security, wait_committed
+from streams.ports import free_port
+from streams.security import kafka_security
 from streams.settings import Settings
 from streams.snapshot import request_snapshots
 from streams.tail import Received, TopicTail, ends_of, publish
@@ -52,7 +54,7 @@ def secure_settings(
         sasl_username=user,
         sasl_password=password,
         ssl_ca_file=str(ca_file),
-        **extra,
+        **{"health_host": "127.0.0.1", "health_port": free_port(), **extra},
     )
 
 

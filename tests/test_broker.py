@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 from kafka.admin import NewTopic
 
-from streams.broker import BrokerError, EmbeddedBroker, admin_client, ensure_topics
+from streams.admin import BrokerError, admin_client, ensure_topics
+from streams.embedded_broker import EmbeddedBroker
 from streams.topics import Topics
 
 pytestmark = pytest.mark.broker

@@ -14,11 +14,12 @@ from cassandra.policies import DCAwareRoundRobinPolicy, TokenAwarePolicy
 
 from streams.settings import load_settings
 from streams.stores import cassandra as cs
+from streams.stores.replication import replication_cql
 
 
 def test_schema_file_substitutes_keyspace_and_replication() -> None:
     text = cs.SCHEMA_FILE.read_text()
-    replication = cs._replication_cql({"class": "NetworkTopologyStrategy", "dc1": 3})
+    replication = replication_cql({"class": "NetworkTopologyStrategy", "dc1": 3})
     statements = cs.schema_statements(text, "ks_1", replication)
     assert statements[0] == (
         "CREATE KEYSPACE IF NOT EXISTS ks_1 WITH replication = "
@@ -33,7 +34,7 @@ def test_schema_file_substitutes_keyspace_and_replication() -> None:
 
 def test_replication_from_settings_json() -> None:
     json_map = '{"class": "SimpleStrategy", "replication_factor": 1}'
-    assert cs._replication_cql(json_map) == "{'class': 'SimpleStrategy', 'replication_factor': '1'}"
+    assert replication_cql(json_map) == "{'class': 'SimpleStrategy', 'replication_factor': '1'}"
 
 
 @pytest.mark.parametrize(
@@ -47,7 +48,16 @@ def test_replication_from_settings_json() -> None:
 )
 def test_bad_replication_is_refused(replication: Any) -> None:
     with pytest.raises(ValueError):
-        cs._replication_cql(replication)
+        replication_cql(replication)
+
+
+def test_settings_refuse_what_the_store_would_refuse() -> None:
+    """One check: a replication map that loads is one the store can create."""
+    from streams.settings import SettingsError
+
+    unsafe = "{\"class\": \"SimpleStrategy', 'x': '1'}; DROP KEYSPACE system_auth; --\"}"
+    with pytest.raises(SettingsError, match="cassandra_replication"):
+        load_settings(env={"INTEREST_STREAM_CASSANDRA_REPLICATION": unsafe})
 
 
 @pytest.mark.parametrize("keyspace", ["", "1ks", "ks-1", "ks; DROP", "k" * 49])

@@ -183,13 +183,41 @@ def test_same_input_same_output() -> None:
     assert a.delta == b.delta
 
 
-def test_changing_the_updater_restarts_the_interest_only() -> None:
+def test_changing_the_half_life_keeps_every_users_interest() -> None:
+    """The half-life is a setting, not a model: no reset, no migration."""
     s = run([ev("a0-0", 0.0, 0)]).state
     other = CoreParams(k=4, updater=TimeDecayUpdater(half_life_s=60.0))
     r = step(s, [ev("a1-0", 10.0, 1)], catalogue(), 1e9, other)
-    assert r.state.updater == other.updater.name
-    assert r.state.consumed == {"a0-0", "a1-0"}
-    assert r.state.interest_ts == 10.0
+    assert r.migrated_from is None and r.state.updater == s.updater == "time-decay"
+    expected, _ = other.updater.apply(
+        s.interest, s.interest_ts, catalogue().vector("a1-0"), 1.0, 10.0
+    )
+    np.testing.assert_array_equal(r.state.interest, expected)
+
+
+class Doubling(TimeDecayUpdater):
+    """Another model: same rule, twice the weight."""
+
+    name = "doubling"
+
+    def apply(self, hidden, hidden_ts, item, weight, ts):
+        return super().apply(hidden, hidden_ts, item, 2 * weight, ts)
+
+
+def test_changing_the_updater_replays_the_window_through_the_new_one() -> None:
+    s = run([ev("a0-0", 0.0, 0), ev("a1-0", 5.0, 1)]).state
+    other = CoreParams(k=4, updater=Doubling())
+    r = step(s, [ev("a2-0", 10.0, 2)], catalogue(), 1e9, other)
+    assert r.migrated_from == "time-decay" and r.state.updater == "doubling"
+    cat = catalogue()
+    hidden, t = other.updater.initial(cat.dim), None
+    for item, ts in (("a0-0", 0.0), ("a1-0", 5.0), ("a2-0", 10.0)):
+        hidden, t = other.updater.apply(hidden, t, cat.vector(item), 1.0, ts)
+    np.testing.assert_allclose(r.state.interest, hidden, rtol=1e-6)
+    assert r.state.consumed == {"a0-0", "a1-0", "a2-0"} and r.state.interest_ts == 10.0
+    # A model change alone, with no new event, moves the user too (and re-ranks).
+    moved = step(s, [], cat, 1e9, other, refresh=())
+    assert moved.changed and moved.migrated_from == "time-decay"
 
 
 @pytest.mark.parametrize("events", [0, 1, 30])

@@ -14,7 +14,7 @@ import pytest
 from kafka import KafkaProducer
 from kafka.errors import KafkaError
 
-from streams.broker import committed, ensure_topics, wait_committed
+from streams.admin import committed, ensure_topics, wait_committed
 from streams.tail import TopicTail, ends_of, publish
 from streams.worker import open_store, spawn_worker, stop_worker
 from streams.workload import synthetic_workload, to_json_bytes

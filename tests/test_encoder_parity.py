@@ -15,7 +15,7 @@ import pytest
 import models.encoder.export as export
 import models.encoder.onnx_encoder as onnx_encoder
 from models.encoder import EncoderExportError, OnnxEncoder, ensure_exported, find_exported
-from models.encoder.export import ARTIFACT_NAME, MANIFEST_FILE, ONNX_FILE
+from models.encoder.artifact import ARTIFACT_NAME, MANIFEST_FILE, ONNX_FILE
 from models.encoder.onnx_encoder import select_providers
 from tests.paths import require_ml100k
 

@@ -21,6 +21,7 @@ from kafka.admin import KafkaAdminClient, NewTopic
 
 from deploy.engines import cassandra, common, kafka
 from deploy.engines.common import EngineError, EngineInfo
+from streams.ports import free_port
 from tests.engine_fixtures import cli_status
 from tests.paths import ROOT
 
@@ -126,7 +127,7 @@ def test_kafka_start_on_another_port_of_a_running_home_is_refused(
     kafka_engine: EngineInfo,
 ) -> None:
     with pytest.raises(EngineError, match="already runs"):
-        kafka.start(kafka_engine.home, port=common.free_port())
+        kafka.start(kafka_engine.home, port=free_port())
 
 
 def test_kafka_status_via_cli(kafka_engine: EngineInfo) -> None:
@@ -151,7 +152,7 @@ def test_readiness_timeout_names_the_log_and_leaves_nothing(tmp_path: Path) -> N
     with pytest.raises(
         EngineError, match=r"did not answer on 127\.0\.0\.1:\d+ within 0 s .*logs under"
     ):
-        kafka.start(tmp_path, port=common.free_port(), timeout=0.2)
+        kafka.start(tmp_path, port=free_port(), timeout=0.2)
     assert not (tmp_path / "kafka" / "kafka.pid").exists()
     assert not _java_processes(str(tmp_path))
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from models.evaluation.data import Interactions, leave_last_out, load_movielens
+from models.datasets import Interactions, leave_last_out, load_movielens
 from tests.paths import require_ml100k
 
 GENRES = "unknown|0\nAction|1\nComedy|2\n"

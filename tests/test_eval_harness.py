@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from models.evaluation import harness
+from models.datasets import Interactions, Split, leave_last_out, load_movielens
+from models.evaluation import harness, registry
 from models.evaluation.baselines import (
     ItemKNN,
     PopularityTimeDecayed,
@@ -20,7 +21,6 @@ from models.evaluation.baselines import (
     materialize,
     river_scores,
 )
-from models.evaluation.data import Interactions, Split, leave_last_out, load_movielens
 from models.evaluation.metrics import seen_mask, top_k
 from tests.paths import require_ml100k
 
@@ -113,19 +113,19 @@ def test_run_eval_writes_reports(
     log, _ = small
     vectors = _unit_vectors(log.n_items)
     monkeypatch.setitem(
-        harness.MODELS,
+        registry.MODELS,
         "time-decay-core",
         lambda: TimeDecayCore(
             half_lives_days=(0.05, 1.0), short_term_weights=(0.0, 0.3), event_types=("rating",),
             embeddings=vectors,
         ),
     )  # fmt: skip
-    monkeypatch.setitem(harness.MODELS, "river-funk-mf", lambda: RiverMF("funk", n_factors=8))
+    monkeypatch.setitem(registry.MODELS, "river-funk-mf", lambda: RiverMF("funk", n_factors=8))
 
     def missing() -> Recommender:
         raise ImportError("No module named 'torch'")
 
-    monkeypatch.setitem(harness.MODELS, "needs-torch", missing)
+    monkeypatch.setitem(registry.MODELS, "needs-torch", missing)
     names = ["most-popular", "pop-decay", "item-knn", "time-decay-core", "river-funk-mf"]
     report = harness.run_eval(log, [*names, "needs-torch"], [1, 2], tmp_path, dataset="slice")
 
@@ -160,11 +160,11 @@ def test_unknown_model_is_an_error(small: tuple[Interactions, Split]) -> None:
 
 
 def test_register_lazy_reports_missing_module(small: tuple[Interactions, Split]) -> None:
-    harness.register_lazy("lazy-missing", "models.no_such_module:Model")
+    registry.register_lazy("lazy-missing", "models.no_such_module:Model")
     try:
         report = harness.run_eval(small[0], ["lazy-missing"], [1], None)
     finally:
-        del harness.MODELS["lazy-missing"]
+        del registry.MODELS["lazy-missing"]
     assert report["models"]["lazy-missing"]["status"] == "skipped"
 
 
@@ -187,8 +187,9 @@ def test_cli_eval(tmp_path: Path) -> None:
 def test_encode_catalogue_uses_the_onnx_encoder_and_caches(
     encoder_artifact: Path, tmp_path: Path
 ) -> None:
+    from models.datasets import item_texts
     from models.encoder import OnnxEncoder
-    from models.evaluation.baselines import encode_catalogue, item_texts
+    from models.evaluation.baselines import encode_catalogue
 
     log = load_movielens(require_ml100k(), max_users=5)
     short = Interactions(

@@ -7,8 +7,8 @@ import math
 import numpy as np
 import pytest
 
+from models.datasets import Split
 from models.evaluation.baselines import decayed_counts
-from models.evaluation.data import Split
 from models.evaluation.metrics import (
     MetricAccumulator,
     evaluate,

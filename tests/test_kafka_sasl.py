@@ -2,7 +2,7 @@
 
 A real worker authenticates with the settings' credentials (Faust/aiokafka via
 ``streams.app._credentials``; topics, commits and the tail via kafka-python and
-``streams.broker.kafka_security``) and publishes exactly the deltas an offline
+``streams.security.kafka_security``) and publishes exactly the deltas an offline
 replay gives (``tests/secure_kafka.py``, shared with ``test_kafka_tls.py``). A
 wrong password is refused: aiokafka raises SaslAuthenticationFailed at once;
 kafka-python 3 only times out (bounded by ``bootstrap_timeout_ms``) and logs
@@ -19,7 +19,8 @@ import pytest
 from aiokafka.errors import SaslAuthenticationFailed
 from kafka.errors import KafkaError
 
-from streams.broker import admin_client, kafka_security
+from streams.admin import admin_client
+from streams.security import kafka_security
 from streams.settings import Settings
 from tests.engine_fixtures import SaslKafka
 from tests.secure_kafka import (

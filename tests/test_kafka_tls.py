@@ -4,7 +4,7 @@ The launcher gives the session's Kafka (one JVM) an SSL and a SASL_SSL
 listener presenting a certificate of a throwaway CA (``deploy.engines.tls``)
 for 127.0.0.1 and localhost. Clients configured only through the settings
 (``security_protocol``, ``ssl_ca_file``, SASL fields; Faust/aiokafka via
-``streams.app._credentials``, kafka-python via ``streams.broker.kafka_security``)
+``streams.app._credentials``, kafka-python via ``streams.security.kafka_security``)
 verify that CA and the host name; a real worker runs over SASL_SSL with
 SCRAM-SHA-512 and publishes exactly the deltas an offline replay gives. A client
 that does not trust the CA is refused: aiokafka raises the certificate error
@@ -28,8 +28,9 @@ from kafka.errors import KafkaError
 from deploy.engines import kafka, tls
 from deploy.engines.__main__ import parse_args
 from deploy.engines.common import EngineError, EngineInfo
+from streams.admin import admin_client, ensure_topics
 from streams.app import _credentials
-from streams.broker import admin_client, ensure_topics, kafka_security, ssl_context
+from streams.security import kafka_security, ssl_context
 from tests.engine_fixtures import TlsKafka, cli_status
 from tests.secure_kafka import (
     aiokafka_connect,

@@ -20,7 +20,7 @@ from models.learned import (
 )
 from models.learned.artifact import N_GAP, WEIGHT_NAMES
 from models.state import decode_state, encode_state
-from models.update import ItemSpaceUpdater, TimeDecayUpdater
+from models.update import InterestUpdater, TimeDecayUpdater
 from models.window import WindowSpec
 
 TEXT_DIM, ITEM_DIM, HIDDEN, N_ITEMS = 16, 8, 12, 30
@@ -138,10 +138,16 @@ def test_cold_items_rest_on_text_alone(artefact) -> None:
     )
 
 
-def test_time_decay_is_not_an_item_space_updater(artefact) -> None:
+def test_both_updaters_share_one_base_and_only_the_learned_one_has_its_own_space(
+    artefact,
+) -> None:
     path, _ = artefact
-    assert not isinstance(TimeDecayUpdater(), ItemSpaceUpdater)
-    assert isinstance(LearnedUpdater.load(path), ItemSpaceUpdater)
+    learned, decay = LearnedUpdater.load(path), TimeDecayUpdater()
+    assert isinstance(learned, InterestUpdater) and isinstance(decay, InterestUpdater)
+    assert type(decay).represent is InterestUpdater.represent
+    assert type(decay).scores is InterestUpdater.scores
+    assert type(learned).represent is not InterestUpdater.represent
+    assert type(learned).scores is not InterestUpdater.scores
 
 
 def test_core_event_by_event_equals_batched_cell(artefact) -> None:
@@ -192,12 +198,12 @@ def test_learned_ranking_follows_catalogue_changes(artefact) -> None:
     assert state is not None
     best = state.top_k[0][0]
     assert cat.remove(best)  # a tombstone
-    ranked = updater.top_k(state.interest, cat, 5, exclude=state.consumed)
+    ranked = _rank(updater, state, cat, 5)
     assert best not in [item for item, _ in ranked]
     cat.upsert(best, text[int(best[1:])])  # back, then a brand-new (cold) item
-    assert updater.top_k(state.interest, cat, 5, state.consumed)[0][0] == best
+    assert _rank(updater, state, cat, 5)[0][0] == best
     cat.upsert("new", text[0])
-    ids = [i for i, _ in updater.top_k(state.interest, cat, N_ITEMS + 1, state.consumed)]
+    ids = [i for i, _ in _rank(updater, state, cat, N_ITEMS + 1)]
     assert "new" in ids and len(ids) == len(cat) - len(state.consumed & set(cat.item_ids()))
 
 
@@ -216,8 +222,9 @@ def test_settings_build_the_learned_updater(artefact) -> None:
     path, _ = artefact
     assert isinstance(Settings().core_params().updater, TimeDecayUpdater)
     assert isinstance(Settings(updater=str(path)).core_params().updater, LearnedUpdater)
-    with pytest.raises(SettingsError):
-        Settings(updater=str(path / "missing"))
+    missing = Settings(updater=str(path / "missing"))  # validating reads no file ...
+    with pytest.raises(SettingsError, match="learned-updater folder"):
+        missing.core_params()  # ... the worker's start does, and says what is wrong
 
 
 # -- parity with torch ----------------------------------------------------------
@@ -265,3 +272,9 @@ def test_streaming_core_matches_torch_batch_forward(tmp_path) -> None:
     ranked = [i for i in np.argsort(-scores, kind="stable") if i not in set(items)][:5]
     assert [item for item, _ in state.top_k] == [f"m{i}" for i in ranked]
     np.testing.assert_allclose([s for _, s in state.top_k], scores[ranked], atol=1e-5)
+
+
+def _rank(updater: LearnedUpdater, state, cat, k: int) -> list:
+    """The learned model's list, as the core asks for it (no short-term mix)."""
+    short = np.zeros(cat.dim, dtype=np.float32)
+    return updater.rank(state.interest, short, cat, k, state.consumed, 0.3)

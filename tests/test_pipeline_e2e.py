@@ -230,3 +230,79 @@ def test_a_snapshot_on_demand_restates_each_users_list(pipeline: Pipeline) -> No
 
 def _items(rows: list[dict], rank: str = "rank") -> list[tuple[str, int]]:
     return [(x["item_id"], x[rank]) for x in rows]
+
+
+def _overwrite_state(store: Store, user: str, blob: bytes | None) -> None:
+    """Put raw bytes in ``user``'s state row (None: delete the row), behind the store's back."""
+    from streams.stores.sqlite import SqliteStore
+
+    if isinstance(store, SqliteStore):
+        with store._lock:
+            if blob is None:
+                store._db.execute("DELETE FROM user_states WHERE user_id = ?", (user,))
+            else:
+                store._db.execute(
+                    "INSERT OR REPLACE INTO user_states (user_id, version, state) VALUES (?, 1, ?)",
+                    (user, blob),
+                )
+        return
+    table = f"{store.keyspace}.user_states"
+    if blob is None:
+        store._session.execute(f"DELETE FROM {table} WHERE user_id = %s", (user,))
+    else:
+        store._session.execute(
+            f"INSERT INTO {table} (user_id, version, state) VALUES (%s, 1, %s)", (user, blob)
+        )
+
+
+def test_an_unreadable_state_keeps_its_events_for_a_redrive(pipeline: Pipeline) -> None:
+    """Never overwritten, never a halted partition; the events wait in dead letters."""
+    items, events = scenario("q-", users=2, events=4)
+    topics = pipeline.settings.topics
+    pipeline.send(topics.items, item_records(items))
+    broken, healthy = sorted({e["user_id"] for e in events})
+    store = pipeline.store()
+    _overwrite_state(store, broken, b"ISUS\x09\x00written by a newer worker")
+    mine = [e for e in events if e["user_id"] == broken]
+    positions = pipeline.send(topics.behaviours, event_records(events))
+
+    letters = {
+        (d["source"]["partition"], d["source"]["offset"]): d["reason"]
+        for _, d in pipeline.dead_letters()
+        if d["reason"] == "state_unreadable"
+    }
+    wanted = [pos for e, pos in zip(events, positions, strict=True) if e["user_id"] == broken]
+    assert all(letters.get(pos) == "state_unreadable" for pos in wanted)
+    assert pipeline.deltas(healthy), "the other user in the same partitions went on"
+    assert not pipeline.deltas(broken)
+
+    _overwrite_state(store, broken, None)  # the operator repairs the row
+    env = {"INTEREST_STREAM_TOPIC_PREFIX": pipeline.settings.topic_prefix}
+    args = ["redrive", "--reason", "state_unreadable", "--bootstrap", pipeline.bootstrap]
+    done = CliRunner().invoke(main, args, env=env)
+    assert done.exit_code == 0, done.output
+    assert f"'state_unreadable': {len(mine)}" in done.output
+    wait_for(lambda: store.get_states([broken]).get(broken) is not None, "re-driven state")
+    wait_for(lambda: store.get_states([broken])[broken].events_applied == len(mine), "all applied")
+
+    again = CliRunner().invoke(main, args, env=env)  # a second re-drive applies nothing twice
+    assert again.exit_code == 0, again.output
+
+    def duplicates() -> int:
+        letters = [d for _, d in pipeline.dead_letters() if d["reason"] == "duplicate"]
+        return sum(json.loads(base64.b64decode(d["value_b64"]))["user_id"] == broken
+                   for d in letters)  # fmt: skip
+
+    wait_for(lambda: duplicates() == len(mine), "the second copies become duplicates")
+    state = store.get_states([broken])[broken]
+    assert state.events_applied == len(mine)
+    assert sorted(state.recent_event_ids) == sorted(e["event_id"] for e in mine)
+
+
+def wait_for(condition: Callable[[], bool], what: str, timeout: float = 60.0) -> None:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.2)

@@ -16,6 +16,7 @@ from streams.processor import (
     BehaviourProcessor,
     CatalogueSync,
     ItemProcessor,
+    Outcome,
     RawRecord,
 )
 from streams.settings import Settings
@@ -208,3 +209,25 @@ def test_an_unknown_user_gets_an_empty_snapshot(worker: Worker, store: SqliteSto
     assert all(s["version"] == 0 and s["top_k"] == [] for s in snaps)
     assert snaps[0]["interest"]["events"] == 0
     assert store.get_states(["nobody"]) == {}, "asking creates no state"
+
+
+def test_a_paused_worker_does_not_publish_what_a_newer_owner_superseded(
+    store: SqliteStore, onnx_cpu_encoder: OnnxEncoder
+) -> None:
+    """A wrote its states, then paused; B took over and moved the user on; A resumes."""
+    paused, owner = Worker(store, onnx_cpu_encoder), Worker(store, onnx_cpu_encoder)
+    paused.items.process(item_records())
+    user = WORKLOAD.events[0]["user_id"]
+    events = [e for e in WORKLOAD.events if e["user_id"] == user]
+    late = paused.behaviours.process(event_records(events[:2]))  # states written, not produced
+    assert outputs(late, TOPICS.deltas)
+
+    again = owner.behaviours.process(event_records(events[:2]))  # the new owner replays ...
+    newer = owner.behaviours.process(event_records(events[2:4], start=2))  # ... and moves on
+    assert {d["cause"]["kind"] for d in outputs(again, TOPICS.deltas)} == {"replay"}
+    assert outputs(owner.behaviours.drop_superseded(newer), TOPICS.deltas)
+
+    resumed = paused.behaviours.drop_superseded(late)
+    assert outputs(resumed, TOPICS.deltas) == []
+    assert resumed.counts["superseded"] == len(outputs(late, TOPICS.deltas))
+    assert outputs(paused.behaviours.drop_superseded(Outcome()), TOPICS.deltas) == []

@@ -57,7 +57,7 @@ def test_security_reaches_faust_and_kafka_python() -> None:
     import certifi
 
     from streams.app import _credentials
-    from streams.broker import kafka_security
+    from streams.security import kafka_security
 
     assert _credentials(Settings()) is None
     assert kafka_security(Settings()) == {"security_protocol": "PLAINTEXT"}

@@ -8,6 +8,7 @@ keyspace, dropped after it.
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -135,6 +136,13 @@ def test_version_never_goes_backwards(store: Store) -> None:
     assert store.get_states(["u1"])["u1"].version == 3
 
 
+def test_versions_are_the_stored_versions(store: Store) -> None:
+    store.put_states([state("u1", 3), state("u2", 1)])
+    store.put_states([state("u1", 2)])  # fenced: u1 stays at 3
+    assert store.versions(["u1", "u2", "nobody"]) == {"u1": 3, "u2": 1}
+    assert store.versions([]) == {}
+
+
 def test_same_user_twice_in_a_batch_is_written_in_order(store: Store) -> None:
     assert store.put_states([state("u1", 1), state("u1", 2)]) == []
     assert store.get_states(["u1"])["u1"].version == 2
@@ -191,6 +199,17 @@ def test_watchers_follow_the_latest_state(store: Store) -> None:
     # a fenced (stale) write leaves the watch list alone
     store.put_states([replace(s1, version=1, top_k=(("i9", 0.1),))])
     assert store.watchers(["i9"]) == {}
+
+
+def test_ping_answers_quickly_and_changes_nothing(store: Store) -> None:
+    store.put_states([state("u1", 1)])
+    before = encode_state(store.get_states(["u1"])["u1"])
+    started = time.monotonic()
+    for _ in range(5):
+        assert store.ping() is None
+    store.ping(timeout=1.0)
+    assert time.monotonic() - started < 5, "the readiness probe calls it every few seconds"
+    assert encode_state(store.get_states(["u1"])["u1"]) == before
 
 
 def test_file_store_is_durable(tmp_path: Path) -> None:

@@ -21,7 +21,7 @@ SAS_SET = ("hidden=16", "max_len=40", "batch_size=64")
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     pytest.importorskip("torch")
-    from streams.train_cli import train_command
+    from streams.cli.train import train_command
 
     data = require_ml100k()
     out = tmp_path_factory.mktemp("train")
@@ -49,7 +49,7 @@ def _configs():
 
 
 def test_train_writes_artefact_report_and_resumes(trained) -> None:
-    from streams.train_cli import train_command
+    from streams.cli.train import train_command
 
     _, out, args, output = trained
     assert "learned-gru epoch" in output and "sasrec epoch" in output  # progress lines
@@ -78,16 +78,18 @@ def test_trained_cell_in_the_core_matches_torch(trained) -> None:
     from models.behaviour import Behaviour
     from models.catalogue import Catalogue
     from models.core import CoreParams, step
-    from models.evaluation.data import leave_last_out, load_movielens
+    from models.datasets import leave_last_out, load_movielens
     from models.learned import LearnedUpdater
     from models.training.gru import FusedGru
     from models.training.sequences import gap_matrix, histories
+    from models.training.text import text_embeddings
 
     data, out, _, _ = trained
     gru_cfg, _ = _configs()
     log = load_movielens(data, max_users=USERS)
     split = leave_last_out(log)
-    text = np.load(out / "text-embeddings.npz")["embeddings"]
+    assert len(list((out / "text-embeddings").glob("*.npy"))) == 1
+    text = text_embeddings(log, out / "text-embeddings")  # the cached vectors it trained on
     counts = np.bincount(np.concatenate(split.train), minlength=split.n_items)
     model = FusedGru(torch.from_numpy(text), torch.from_numpy(counts > 0), gru_cfg)
     ckpt = torch.load(out / "checkpoints" / "checkpoint-learned-gru-seed0.pt", weights_only=False)
@@ -121,8 +123,9 @@ def test_trained_cell_in_the_core_matches_torch(trained) -> None:
 
 
 def test_harness_evaluates_both_models(trained, tmp_path) -> None:
-    from models.evaluation.data import load_movielens
-    from models.evaluation.harness import MODELS, register, run_eval
+    from models.datasets import load_movielens
+    from models.evaluation.harness import run_eval
+    from models.evaluation.registry import MODELS, register
     from models.training.recommenders import LearnedGruRecommender, SasrecRecommender
 
     assert {"sasrec", "learned-gru"} <= set(MODELS)

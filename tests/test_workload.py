@@ -164,9 +164,13 @@ def test_bad_behaviour_records() -> None:
     assert len(codes) == len(records)
     assert set(codes.values()) == {
         "invalid_json", "wrong_type", "missing_field", "unknown_type",
-        "ts_future", "ts_before_epoch", "too_large",
+        "ts_future", "ts_before_epoch", "too_large", "out_of_range",
     }  # fmt: skip
     by_name = {name: value for name, _, value, _ in records}
+    # The hostile ones are valid JSON to a permissive parser: the codec must reject them itself.
+    for name in ("ts_huge_integer", "weight_extreme", "rating_extreme", "weight_nan",
+                 "lone_surrogate_user_id", "iso_ts_year_1"):  # fmt: skip
+        assert isinstance(_decode(by_name[name]), dict), name
     assert len(by_name["text_too_large"]) > 2_000_000
     with pytest.raises(UnicodeDecodeError):
         by_name["non_utf8"].decode("utf-8")
@@ -192,6 +196,9 @@ def test_bad_item_records() -> None:
         "title_not_string": "wrong_type",
         "tags_not_strings": "wrong_type",
         "text_too_large": "too_large",
+        "title_lone_surrogate": "invalid_json",
+        "tag_lone_surrogate": "invalid_json",
+        "deeply_nested": "invalid_json",
     }
     by_name = {name: value for name, _, value, _ in records}
     assert len(by_name["text_too_large"]) > 2_000_000

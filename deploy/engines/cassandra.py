@@ -54,6 +54,7 @@ from deploy.engines import common
 from deploy.engines.common import EngineError, EngineInfo
 from deploy.engines.tls import TlsMaterial
 from deploy.engines.tls import ensure as ensure_tls
+from streams.ports import free_port
 
 if TYPE_CHECKING:
     from cassandra.cluster import Session
@@ -132,7 +133,7 @@ class Cassandra(common.EngineSpec):
 
     def ports(self, port: int | None) -> dict[str, int]:
         native = port or common.env_int("INTEREST_STREAM_CASSANDRA_PORT") or DEFAULT_PORT
-        storage = common.env_int("INTEREST_STREAM_CASSANDRA_STORAGE_PORT") or common.free_port(
+        storage = common.env_int("INTEREST_STREAM_CASSANDRA_STORAGE_PORT") or free_port(
             avoid=[native]
         )
         return {"native": native, "storage": storage}

@@ -34,10 +34,11 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from streams.ports import LOOPBACK
+
 log = logging.getLogger("deploy.engines")
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-LOOPBACK = "127.0.0.1"
 
 INSTALL_HINTS = {
     "java": "install a Java 17 runtime, e.g. `apt-get install openjdk-17-jre-headless`",
@@ -249,16 +250,6 @@ def port_free(port: int, host: str = LOOPBACK) -> bool:
         except OSError:
             return False
     return True
-
-
-def free_port(host: str = LOOPBACK, avoid: Sequence[int] = ()) -> int:
-    """A port nothing listens on now (the kernel's pick, not in ``avoid``)."""
-    while True:
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-            sock.bind((host, 0))
-            port = sock.getsockname()[1]
-        if port not in avoid:
-            return port
 
 
 def port_answers(port: int, host: str = LOOPBACK, timeout: float = 0.5) -> bool:

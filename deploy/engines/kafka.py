@@ -64,6 +64,7 @@ from typing import Any
 from deploy.engines import common
 from deploy.engines.common import EngineError, EngineInfo
 from deploy.engines.tls import TlsMaterial
+from streams.ports import free_port
 
 VERSION = os.environ.get("INTEREST_STREAM_KAFKA_VERSION", "4.1.2")
 DEFAULT_PORT = 9092
@@ -149,9 +150,7 @@ class Kafka(common.EngineSpec):
         controller = self.controller_port or common.env_int("INTEREST_STREAM_KAFKA_CONTROLLER_PORT")
         if controller is None:
             controller = (
-                DEFAULT_CONTROLLER_PORT
-                if client == DEFAULT_PORT
-                else common.free_port(avoid=[client])
+                DEFAULT_CONTROLLER_PORT if client == DEFAULT_PORT else free_port(avoid=[client])
             )
         if controller == client:
             raise EngineError(f"kafka client and controller ports are both {client}")
@@ -161,7 +160,7 @@ class Kafka(common.EngineSpec):
             port = (
                 self.listener_ports.get(listener.role)
                 or common.env_int(listener.env)
-                or common.free_port(avoid=taken)
+                or free_port(avoid=taken)
             )
             if port in taken:
                 raise EngineError(

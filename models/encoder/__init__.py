@@ -8,14 +8,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from .artifact import default_cache_dir, find_exported
 from .base import Encoder, l2_normalize
-from .export import (
-    EncoderExportError,
-    default_cache_dir,
-    ensure_exported,
-    export_minilm,
-    find_exported,
-)
+from .export import EncoderExportError, ensure_exported, export_minilm
 from .onnx_encoder import OnnxEncoder
 
 if TYPE_CHECKING:

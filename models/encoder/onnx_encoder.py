@@ -13,8 +13,8 @@ import numpy as np
 import onnxruntime as ort
 from tokenizers import Tokenizer
 
+from .artifact import DIM, ONNX_FILE, TOKENIZER_FILE, read_manifest
 from .base import empty_embeddings
-from .export import DIM, ONNX_FILE, TOKENIZER_FILE, read_manifest
 
 _CUDA = "CUDAExecutionProvider"
 _CPU = "CPUExecutionProvider"

@@ -21,8 +21,8 @@ except ImportError as exc:  # pragma: no cover - exercised only without the trai
         "models.encoder.torch_encoder needs torch; install it with: pip install -e '.[train]'"
     ) from exc
 
+from .artifact import DIM, MAX_LENGTH, source_model_dir
 from .base import empty_embeddings
-from .export import DIM, MAX_LENGTH, source_model_dir
 
 
 def _offline() -> None:

@@ -1,10 +1,6 @@
-"""Offline evaluation: MovieLens loaders, leave-last-out split, metrics, baselines.
+"""Offline evaluation: full-catalogue metrics, the baselines, the model registry, the harness.
 
-`data` has no heavy imports and is what training code builds against; the
-harness (`harness.run_eval`) replays the log through each registered model and
-scores next-item prediction over the full catalogue.
+The logs, loaders and the leave-last-out split it scores on live in
+`models.datasets`; `harness.run_eval` replays a log through each model of
+`registry.MODELS` and scores next-item prediction over the full catalogue.
 """
-
-from models.evaluation.data import Interactions, Split, leave_last_out, load_movielens
-
-__all__ = ["Interactions", "Split", "leave_last_out", "load_movielens"]

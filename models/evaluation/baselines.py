@@ -10,9 +10,7 @@ time order, one at a time; none of them ever sees a target it is scored on.
 
 from __future__ import annotations
 
-import hashlib
 import itertools
-import json
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
@@ -23,7 +21,7 @@ import numpy as np
 from models.behaviour import Behaviour
 from models.catalogue import Catalogue
 from models.core import CoreParams, query_vector, step
-from models.evaluation.data import Interactions, Split
+from models.datasets import Interactions, Split, item_texts
 from models.evaluation.metrics import evaluate
 from models.state import UserState
 from models.update import TimeDecayUpdater
@@ -233,43 +231,26 @@ class PopularityTimeDecayed(_Tuned):
 # ----------------------------------------------------------------------------- the core
 
 
-def item_texts(log: Interactions) -> list[str]:
-    """What the encoder sees per item: title and genres (the id when untitled)."""
-    return [log.item_text(i) or f"item {log.item_ids[i]}" for i in range(log.n_items)]
-
-
 def encode_catalogue(
     log: Interactions, encoder_cache: Path | None = None, cache_dir: Path | None = None
 ) -> np.ndarray:
-    """[n_items, 384] all-MiniLM-L6-v2 embeddings of `item_texts`, via the ONNX encoder.
+    """[n_items, 384] all-MiniLM-L6-v2 embeddings of `models.datasets.item_texts`.
 
     The export is made (or found) by ``ensure_exported(encoder_cache)``; the
     embeddings are cached in ``cache_dir`` (default: ``item-embeddings`` next
-    to the default encoder cache), keyed by the export manifest and the texts.
+    to the default encoder cache), keyed by the export manifest and the texts
+    (`models.encoder.embedding_cache`).
     """
     try:
-        from models.encoder import OnnxEncoder, default_cache_dir, ensure_exported
-        from models.encoder.export import read_manifest
+        from models.encoder import ensure_exported
+        from models.encoder.embedding_cache import cached_embeddings
     except ImportError as exc:  # pragma: no cover - onnxruntime is a core dependency
         raise ModelUnavailable(f"the ONNX encoder cannot be imported: {exc}") from exc
     try:
         artifact = ensure_exported(encoder_cache)
     except Exception as exc:
         raise ModelUnavailable(f"no ONNX export of all-MiniLM-L6-v2: {exc}") from exc
-    texts = item_texts(log)
-    digest = hashlib.sha256()
-    digest.update(json.dumps(read_manifest(artifact) or {}, sort_keys=True).encode())
-    digest.update("\n".join(texts).encode())
-    folder = cache_dir or default_cache_dir().parent / "item-embeddings"
-    path = folder / f"{digest.hexdigest()[:24]}.npy"
-    if path.is_file():
-        return np.load(path)
-    vectors = OnnxEncoder(artifact, device="cpu").encode(texts).astype(np.float32)
-    folder.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp.npy")
-    np.save(tmp, vectors)
-    tmp.replace(path)
-    return vectors
+    return cached_embeddings(item_texts(log), artifact, cache_dir)
 
 
 class TimeDecayCore(_Tuned):

@@ -7,18 +7,11 @@ users' training events and tune on the validation targets; the test target
 is ranked against the full catalogue with the user's training items and
 validation item masked (see `models.evaluation.metrics` for the tie rule).
 
-Adding a model is one line::
-
-    register("sasrec", SASRecRecommender)                       # a factory
-    register_lazy("sasrec", "models.learned.sasrec:SASRecRecommender")
-
-A model whose optional dependency is missing (the factory or ``fit`` raises
-ImportError or `ModelUnavailable`) is reported as skipped with the reason.
+The models, and how to add one: `models.evaluation.registry`.
 """
 
 from __future__ import annotations
 
-import importlib
 import logging
 import math
 import time
@@ -29,36 +22,15 @@ from typing import Any
 
 import numpy as np
 
-from models.evaluation.baselines import ModelUnavailable, Recommender, factories
-from models.evaluation.data import Interactions, leave_last_out
+from models.datasets import Interactions, leave_last_out
+from models.evaluation.baselines import ModelUnavailable
 from models.evaluation.metrics import evaluate
+from models.evaluation.registry import MODELS
 from models.evaluation.report import write_reports
 
 log_ = logging.getLogger(__name__)
 
 METRICS = ("hr", "ndcg", "mrr", "coverage")
-
-#: Model name -> factory taking no arguments.
-MODELS: dict[str, Callable[..., Recommender]] = dict(factories())
-
-
-def register(name: str, factory: Callable[..., Recommender]) -> None:
-    """Add (or replace) a model under ``name``."""
-    MODELS[name] = factory
-
-
-def register_lazy(name: str, target: str) -> None:
-    """Register ``"package.module:Factory"``, imported only when the model runs.
-
-    A failing import makes the model "skipped" with the import error as reason.
-    """
-
-    def factory(**kwargs: Any) -> Recommender:
-        module, _, attr = target.partition(":")
-        return getattr(importlib.import_module(module), attr)(**kwargs)
-
-    factory.__qualname__ = factory.__name__ = f"lazy[{target}]"
-    MODELS[name] = factory
 
 
 def run_eval(
@@ -186,11 +158,3 @@ def _jsonable(value: Any) -> Any:
     if isinstance(value, str | int | float | bool) or value is None:
         return value
     return repr(value)
-
-
-# SASRec and the learned GRU register themselves (lazily: torch loads only when they run).
-try:
-    import models.training.registry  # noqa: F401
-except ModuleNotFoundError as exc:  # a checkout without the training package
-    if exc.name not in ("models.training", "models.training.registry"):
-        raise

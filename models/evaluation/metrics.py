@@ -26,7 +26,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from models.evaluation.data import Split
+from models.datasets import Split
 
 
 def seen_mask(histories: list[np.ndarray], n_items: int) -> np.ndarray:
@@ -94,6 +94,22 @@ def summarize_ranks(ranks: np.ndarray, k: int = 10) -> dict[str, float]:
         "ndcg": float(np.where(hit, 1.0 / np.log2(ranks + 1.0), 0.0).mean()),
         "mrr": float((1.0 / ranks).mean()),
     }
+
+
+def rank_metrics(
+    scores: np.ndarray, histories: list[np.ndarray], targets: np.ndarray, k: int = 10
+) -> dict[str, float]:
+    """HR@k, NDCG@k and MRR of one [users, n_items] block, each row's history masked.
+
+    What `evaluate` computes chunk by chunk, for callers that already hold
+    every row's scores (training's early stopping and its test numbers), so
+    that they score exactly as the harness does.
+
+    >>> rank_metrics(np.array([[0.9, 0.5, 0.7]]), [np.array([0])], np.array([1]), k=1)
+    {'hr': 0.0, 'ndcg': 0.0, 'mrr': 0.5}
+    """
+    ranks = rank_targets(scores, targets, seen_mask(histories, np.shape(scores)[1]))
+    return summarize_ranks(ranks, k)
 
 
 class MetricAccumulator:

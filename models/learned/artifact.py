@@ -25,13 +25,13 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from models.atomic_write import write_atomic
 
 FORMAT_VERSION = 1
 KIND = "gru-fused-v1"
@@ -158,8 +158,8 @@ def save_artifact(
     }
     buf = io.BytesIO()
     np.savez(buf, **arrays)
-    _write_atomic(out / WEIGHTS, buf.getvalue())
-    _write_atomic(out / MANIFEST, json.dumps(manifest, indent=1).encode())
+    write_atomic(out / WEIGHTS, buf.getvalue())
+    write_atomic(out / MANIFEST, json.dumps(manifest, indent=1).encode())
     return Artifact(arrays, tuple(item_ids), manifest["model_version"], manifest)
 
 
@@ -189,14 +189,3 @@ def load_artifact(path: str | Path) -> Artifact:
     if digest != manifest.get("weights_sha256"):
         raise ArtifactError(f"{folder}: weights do not match the manifest hash")
     return Artifact(weights, item_ids, manifest["model_version"], manifest)
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

@@ -30,7 +30,9 @@ def gap_features(hidden_ts: float | None, ts: float) -> np.ndarray:
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
-    return (1.0 / (1.0 + np.exp(-x))).astype(np.float32)
+    # exp of a clipped argument: the same value in float32, and no overflow warning
+    # for the large pre-activations the largest allowed weights produce.
+    return (1.0 / (1.0 + np.exp(-np.clip(x, -60.0, 60.0)))).astype(np.float32)
 
 
 class GruCell:

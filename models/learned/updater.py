@@ -1,24 +1,24 @@
 """`LearnedUpdater`: the exported GRU cell behind the core's updater protocol.
 
 It owns an item space of its own (text fused with learned id embeddings),
-so besides `apply`/`query` it implements `represent` (the vector `apply`
-consumes for an item) and `top_k` (the model's exact ranking of the
-catalogue); the core uses both through `models.update.ItemSpaceUpdater`.
+so besides `apply`/`query` it overrides `represent` (the vector `apply`
+consumes for an item) and `scores` (the model's own score of every
+catalogue item) of `models.update.InterestUpdater`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection
 from pathlib import Path
 
 import numpy as np
 
-from models.catalogue import Catalogue, Ranked
+from models.catalogue import Catalogue
 from models.learned.artifact import Artifact, load_artifact
 from models.learned.cell import GruCell, gap_features
+from models.update import InterestUpdater
 
 
-class LearnedUpdater:
+class LearnedUpdater(InterestUpdater):
     """A trained GRU cell that moves the user state one event at a time.
 
     The hidden state has the cell's width, not the catalogue's. Events are
@@ -71,26 +71,18 @@ class LearnedUpdater:
         """A unit vector in the catalogue's (text) space: the model's text direction."""
         return self.cell.text_query(hidden)
 
-    def top_k(
-        self, hidden: np.ndarray, catalogue: Catalogue, k: int, exclude: Collection[str]
-    ) -> list[Ranked]:
-        """The k best catalogue items by the model's score; ties broken by item id."""
+    def scores(
+        self, hidden: np.ndarray, short: np.ndarray, catalogue: Catalogue, short_weight: float
+    ) -> np.ndarray:
+        """The model's score ``q(h) . r_i`` of every catalogue row (removed rows -inf).
+
+        ``short`` and ``short_weight`` are ignored: the cell was trained to
+        rank on its own, and its hidden state already carries the recent events.
+        """
         ids, reps, alive = self._representations(catalogue)
-        if k <= 0 or not alive.any():
-            return []
-        scores = np.where(alive, self.cell.scores(hidden, reps), -np.inf)
-        for item_id in exclude:
-            row = catalogue.row_of(item_id)
-            if row is not None and row < len(scores):
-                scores[row] = -np.inf
-        n = len(ids)
-        take = min(n, k + 8)  # a margin past k so that ties at the cut are ordered by id
-        cand = np.argpartition(-scores, take - 1)[:take] if take < n else range(n)
-        ranked = sorted(
-            ((ids[r], float(scores[r])) for r in cand if np.isfinite(scores[r])),
-            key=lambda p: (-p[1], p[0]),
-        )
-        return [(item, round(score, 6)) for item, score in ranked[:k]]
+        if not ids:
+            return np.zeros(0)
+        return np.where(alive, self.cell.scores(hidden, reps), -np.inf)
 
     def _representations(self, catalogue: Catalogue) -> tuple[list[str], np.ndarray, np.ndarray]:
         """The fused vectors of every catalogue row, recomputed only when the catalogue changed."""

@@ -2,7 +2,7 @@
 
 Output folder layout::
 
-    text-embeddings.npz          item text embeddings (cache, keyed by the texts)
+    text-embeddings/             item text embeddings (cache, keyed by the encoder and texts)
     checkpoints/                 per model and seed, resumable
     learned-gru-seed<S>/         exported learned updater (manifest.json, weights.npz)
     sasrec-seed<S>.pt            SASRec weights and config
@@ -16,15 +16,15 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from models.evaluation.data import Interactions, Split, leave_last_out, load_movielens
-from models.evaluation.metrics import rank_targets, seen_mask, summarize_ranks
+from models.datasets import Interactions, Split, leave_last_out, load_movielens
+from models.evaluation.metrics import rank_metrics
 from models.learned.artifact import load_artifact
 from models.learned.cell import GruCell
 from models.training.export import catalogue_ids, export_gru
@@ -48,20 +48,10 @@ log = logging.getLogger("interest_stream.training")
 MODELS = ("learned-gru", "sasrec")
 
 
-@dataclass(frozen=True)
-class Metrics:
-    ndcg10: float
-    hr10: float
-
-    def as_dict(self) -> dict[str, float]:
-        return {"ndcg10": self.ndcg10, "hr10": self.hr10}
-
-
-def rank_metrics(scores: np.ndarray, seen: list[np.ndarray], targets: np.ndarray) -> Metrics:
-    """NDCG@10 and HR@10 as the evaluation harness computes them (ties pessimistic)."""
-    ranks = rank_targets(scores, targets, seen_mask(seen, scores.shape[1]))
-    summary = summarize_ranks(ranks, 10)
-    return Metrics(summary["ndcg"], summary["hr"])
+def _at_10(scores: np.ndarray, seen: list[np.ndarray], targets: np.ndarray) -> dict:
+    """NDCG@10 and HR@10 as the evaluation harness computes them, named as the report has them."""
+    at10 = rank_metrics(scores, seen, targets, k=10)
+    return {"ndcg10": at10["ndcg"], "hr10": at10["hr"]}
 
 
 def gru_numpy_scores(
@@ -134,9 +124,7 @@ def fit_gru(
     )
     cell = GruCell(load_artifact(art_dir))
     test = gru_numpy_scores(cell, log_, split, text, users, "test", id_prefix)
-    metrics["test"] = rank_metrics(
-        test, [split.history(u, "test") for u in users], split.test[users]
-    ).as_dict()
+    metrics["test"] = _at_10(test, [split.history(u, "test") for u in users], split.test[users])
     # The numpy cell must agree with torch: a cheap end-to-end parity check.
     torch_scores = gru_scores(
         model, histories(split, log_, "test"), users[:64], pick_device(device)
@@ -169,7 +157,7 @@ def fit_sasrec(
     hist = [split.history(u, "test") for u in range(split.n_users)]
     test = sasrec_scores(model, hist, users, pick_device(device))
     metrics = _summary(res)
-    metrics["test"] = rank_metrics(test, [hist[u] for u in users], split.test[users]).as_dict()
+    metrics["test"] = _at_10(test, [hist[u] for u in users], split.test[users])
     torch.save(
         {
             "config": cfg.to_dict(),
@@ -202,7 +190,7 @@ def train_all(
     log_ = load_movielens(data, max_users=max_users)
     split = leave_last_out(log_)
     runs: list[dict[str, Any]] = []
-    text = text_embeddings(log_, out / "text-embeddings.npz") if "learned-gru" in models else None
+    text = text_embeddings(log_, out / "text-embeddings") if "learned-gru" in models else None
     for seed in seeds:
         for name in models:
             if name == "learned-gru":

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from models.evaluation.data import Interactions, Split
+from models.datasets import Interactions, Split
 from models.learned.artifact import load_artifact
 from models.learned.cell import GruCell
 from models.training.export import catalogue_ids
@@ -80,7 +80,7 @@ class LearnedGruRecommender:
 
     def fit(self, split: Split, log: Interactions, seed: int) -> None:
         self.out.mkdir(parents=True, exist_ok=True)
-        text = text_embeddings(log, self.out / "text-embeddings.npz")
+        text = text_embeddings(log, self.out / "text-embeddings")
         art_dir, metrics = fit_gru(
             log, split, text, self.config, seed, self.out, device=train_device()
         )

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from models.behaviour import Behaviour, event_weight
-from models.evaluation.data import Interactions, Split
+from models.datasets import Interactions, Split
 
 _HOUR = 3600.0
 

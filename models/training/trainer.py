@@ -20,8 +20,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from models.evaluation.data import Interactions, Split
-from models.evaluation.metrics import rank_targets, seen_mask, summarize_ranks
+from models.datasets import Interactions, Split
+from models.evaluation.metrics import rank_metrics
 from models.training.gru import FusedGru, GruConfig
 from models.training.sasrec import Sasrec, SasrecConfig
 from models.training.sequences import (
@@ -58,12 +58,6 @@ def pick_device(device: str = "auto") -> torch.device:
 def seed_everything(seed: int) -> np.random.Generator:
     torch.manual_seed(seed)
     return np.random.default_rng(seed)
-
-
-def ndcg_at_10(scores: np.ndarray, seen: list[np.ndarray], targets: np.ndarray) -> float:
-    """Mean NDCG@10, history masked, exactly as the evaluation harness scores it."""
-    ranks = rank_targets(scores, targets, seen_mask(seen, scores.shape[1]))
-    return summarize_ranks(ranks, 10)["ndcg"]
 
 
 # -- the learned GRU ---------------------------------------------------------
@@ -174,7 +168,7 @@ def train_gru(
     def evaluate() -> float:
         scores = gru_scores(model, valid_hist, eval_users, dev)
         seen = [valid_hist.items[u] for u in eval_users]
-        return ndcg_at_10(scores, seen, split.valid[eval_users])
+        return rank_metrics(scores, seen, split.valid[eval_users])["ndcg"]
 
     return _loop(
         "learned-gru",
@@ -281,7 +275,7 @@ def train_sasrec(
     def evaluate() -> float:
         scores = sasrec_scores(model, split.train, eval_users, dev)
         seen = [split.train[u] for u in eval_users]
-        return ndcg_at_10(scores, seen, split.valid[eval_users])
+        return rank_metrics(scores, seen, split.valid[eval_users])["ndcg"]
 
     return _loop(
         "sasrec",

@@ -14,7 +14,7 @@ from typing import Protocol
 
 import numpy as np
 
-from models.state import UserState
+from models.state import UnreadableState, UserState
 
 
 @dataclass(frozen=True)
@@ -30,8 +30,20 @@ class StoredItem:
 
 
 class Store(Protocol):
-    def get_states(self, user_ids: Sequence[str]) -> dict[str, UserState]:
-        """States of the users that have one; missing users are absent."""
+    def get_states(self, user_ids: Sequence[str]) -> dict[str, UserState | UnreadableState]:
+        """States of the users that have one; missing users are absent.
+
+        A row that does not decode comes back as an `UnreadableState`, never
+        as an exception: one broken row must not stop the batch.
+        """
+        ...
+
+    def versions(self, user_ids: Sequence[str]) -> dict[str, int]:
+        """The stored state version of each user that has a state (a cheap read).
+
+        The processor asks just before publishing, to hold back deltas that a
+        newer state written by another worker has superseded.
+        """
         ...
 
     def put_states(self, states: Sequence[UserState]) -> list[str]:
@@ -63,6 +75,15 @@ class Store(Protocol):
 
     def watchers(self, item_ids: Sequence[str]) -> dict[str, set[str]]:
         """For each item, the users whose pending events or top-K include it."""
+        ...
+
+    def ping(self, timeout: float = 5.0) -> None:
+        """Answer a trivial request within about ``timeout`` seconds, or raise.
+
+        The readiness probe (`streams.health`) calls it every few seconds from
+        its own thread while agents use the store, so it must be cheap and
+        thread-safe, and it must raise (not hang) while the store is unreachable.
+        """
         ...
 
     def close(self) -> None: ...

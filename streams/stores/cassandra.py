@@ -1,7 +1,8 @@
 """The store at scale: Apache Cassandra through cassandra-driver.
 
-Schema: ``deploy/cassandra/schema.cql`` (keyspace and replication substituted at
-start-up, every statement ``IF NOT EXISTS``, schema agreement awaited).
+Schema: ``streams/stores/cassandra_schema.cql``, shipped as package data
+(keyspace and replication substituted at start-up, every statement ``IF NOT
+EXISTS``, schema agreement awaited).
 
 User states: the version fence
 ------------------------------
@@ -61,7 +62,6 @@ retained entries sees a gap (the first entry after its cursor is not
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 import ssl
@@ -69,6 +69,7 @@ import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -77,7 +78,11 @@ from cassandra import ConsistencyLevel, OperationTimedOut, WriteTimeout
 from cassandra.auth import PlainTextAuthProvider
 from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile, Session
 from cassandra.concurrent import execute_concurrent
-from cassandra.policies import DCAwareRoundRobinPolicy, TokenAwarePolicy
+from cassandra.policies import (
+    DCAwareRoundRobinPolicy,
+    ExponentialReconnectionPolicy,
+    TokenAwarePolicy,
+)
 from cassandra.query import (
     BatchStatement,
     BatchType,
@@ -86,20 +91,19 @@ from cassandra.query import (
     dict_factory,
 )
 
-from models.state import UserState, decode_state, encode_state
+from models.state import UnreadableState, UserState, encode_state, read_state
 from streams.settings import Settings
 from streams.stores.base import StoredItem
+from streams.stores.replication import DEFAULT_REPLICATION
+from streams.stores.replication import replication_cql as replication_cql_of
 
 log = logging.getLogger("interest_stream.store.cassandra")
 
-#: The schema of this checkout; `Settings.cassandra_schema_file` overrides it.
-SCHEMA_FILE = Path(__file__).resolve().parents[2] / "deploy" / "cassandra" / "schema.cql"
-
-#: One replica: a single local node. Production names its DCs (NetworkTopologyStrategy).
-DEFAULT_REPLICATION = '{"class": "SimpleStrategy", "replication_factor": 1}'
+#: The schema shipped in the package (so an installed wheel has it too);
+#: `Settings.cassandra_schema_file` overrides it.
+SCHEMA_FILE = Path(str(resources.files("streams.stores") / "cassandra_schema.cql"))
 
 _KEYSPACE = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,47}")
-_REPLICATION_TOKEN = re.compile(r"[A-Za-z0-9_.\-]+")
 _FEED = "items"
 #: Rows per feed append; keeps a conditional batch far below batch_size_fail_threshold.
 _FEED_CHUNK = 100
@@ -251,7 +255,7 @@ class CassandraStore:
         if serial_consistency.upper() not in ("SERIAL", "LOCAL_SERIAL"):
             raise ValueError("serial_consistency must be SERIAL or LOCAL_SERIAL")
         self._serial_cl = _consistency(serial_consistency)
-        replication_cql = _replication_cql(replication)
+        replication_cql = replication_cql_of(replication)
 
         profile = ExecutionProfile(
             load_balancing_policy=TokenAwarePolicy(DCAwareRoundRobinPolicy(local_dc=local_dc)),
@@ -281,6 +285,10 @@ class CassandraStore:
             ssl_context=ssl_context,
             connect_timeout=connect_timeout,
             protocol_version=protocol_version,
+            # The driver's default waits up to 10 minutes between reconnection
+            # attempts; a worker paused on a store outage should resume seconds
+            # after the node is back.
+            reconnection_policy=ExponentialReconnectionPolicy(0.5, 4.0),
         )
         self._feed_head: int | None = None
         try:
@@ -319,12 +327,17 @@ class CassandraStore:
 
     # -- user states -----------------------------------------------------
 
-    def get_states(self, user_ids: Sequence[str]) -> dict[str, UserState]:
+    def get_states(self, user_ids: Sequence[str]) -> dict[str, UserState | UnreadableState]:
         users = list(dict.fromkeys(user_ids))
         rows = self._concurrent([(self._get_state, (uid,)) for uid in users])
-        return {
-            uid: decode_state(r["state"]) for uid, r in zip(users, _firsts(rows), strict=True) if r
-        }
+        found = zip(users, _firsts(rows), strict=True)
+        return {uid: read_state(uid, row["state"]) for uid, row in found if row}
+
+    def versions(self, user_ids: Sequence[str]) -> dict[str, int]:
+        users = list(dict.fromkeys(user_ids))
+        rows = self._concurrent([(self._get_fence, (uid,)) for uid in users])
+        found = zip(users, _firsts(rows), strict=True)
+        return {uid: row["version"] for uid, row in found if row and row["version"] is not None}
 
     def put_states(self, states: Sequence[UserState]) -> list[str]:
         # A user listed twice is written in list order, as a sequential store would.
@@ -555,6 +568,12 @@ class CassandraStore:
         """Drop this store's keyspace and all its data (throwaway test keyspaces)."""
         self._session.execute(f"DROP KEYSPACE IF EXISTS {self.keyspace}", timeout=120)
 
+    def ping(self, timeout: float = 5.0) -> None:
+        # A node-local table: answered by the coordinator alone, no replica
+        # reads, so it costs the cluster nothing; NoHostAvailable or
+        # OperationTimedOut while no node of the cluster answers.
+        self._session.execute("SELECT release_version FROM system.local", timeout=timeout).one()
+
     def close(self) -> None:
         self._cluster.shutdown()
 
@@ -668,20 +687,6 @@ def schema_statements(text: str, keyspace: str, replication_cql: str) -> list[st
         "\n".join(lines).replace("{keyspace}", keyspace).replace("{replication}", replication_cql)
     )
     return [" ".join(s.split()) for s in body.split(";") if s.strip()]
-
-
-def _replication_cql(replication: Mapping[str, Any] | str) -> str:
-    """``{"class": "SimpleStrategy", "replication_factor": 1}`` as a CQL map literal."""
-    value = json.loads(replication) if isinstance(replication, str) else dict(replication)
-    if not isinstance(value, dict) or "class" not in value:
-        raise ValueError("replication must be a map with a 'class'")
-    parts = []
-    for key, option in value.items():
-        key, option = str(key), str(option)
-        if not (_REPLICATION_TOKEN.fullmatch(key) and _REPLICATION_TOKEN.fullmatch(option)):
-            raise ValueError(f"unsafe replication option {key!r}: {option!r}")
-        parts.append(f"'{key}': '{option}'")
-    return "{" + ", ".join(parts) + "}"
 
 
 def _consistency(name: str) -> int:

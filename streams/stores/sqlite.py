@@ -12,11 +12,15 @@ import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from models.state import UserState, decode_state, encode_state
+from models.state import UnreadableState, UserState, encode_state, read_state
 from streams.stores.base import StoredItem
+
+if TYPE_CHECKING:
+    from streams.settings import Settings
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS user_states (
@@ -54,6 +58,10 @@ class SqliteStore:
     Safe to share between threads: one connection guarded by a lock.
     """
 
+    @classmethod
+    def from_settings(cls, settings: Settings) -> SqliteStore:
+        return cls(settings.state_path)
+
     def __init__(self, path: str | Path) -> None:
         self.path = str(path)
         if self.path != ":memory:":
@@ -64,15 +72,26 @@ class SqliteStore:
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(_SCHEMA)
 
-    def get_states(self, user_ids: Sequence[str]) -> dict[str, UserState]:
-        out: dict[str, UserState] = {}
+    def get_states(self, user_ids: Sequence[str]) -> dict[str, UserState | UnreadableState]:
+        out: dict[str, UserState | UnreadableState] = {}
         with self._lock:
             for chunk in _chunks(list(dict.fromkeys(user_ids))):
                 marks = ",".join("?" * len(chunk))
                 rows = self._db.execute(
                     f"SELECT user_id, state FROM user_states WHERE user_id IN ({marks})", chunk
                 )
-                out.update((uid, decode_state(blob)) for uid, blob in rows)
+                out.update((uid, read_state(uid, blob)) for uid, blob in rows)
+        return out
+
+    def versions(self, user_ids: Sequence[str]) -> dict[str, int]:
+        out: dict[str, int] = {}
+        with self._lock:
+            for chunk in _chunks(list(dict.fromkeys(user_ids))):
+                marks = ",".join("?" * len(chunk))
+                rows = self._db.execute(
+                    f"SELECT user_id, version FROM user_states WHERE user_id IN ({marks})", chunk
+                )
+                out.update(rows)
         return out
 
     def put_states(self, states: Sequence[UserState]) -> list[str]:
@@ -144,6 +163,16 @@ class SqliteStore:
                 for item_id, user_id in rows:
                     out.setdefault(item_id, set()).add(user_id)
         return out
+
+    def ping(self, timeout: float = 5.0) -> None:
+        # Waiting for the lock is part of the answer: a writer holding it
+        # for longer than ``timeout`` makes the store unavailable to agents too.
+        if not self._lock.acquire(timeout=timeout):
+            raise TimeoutError(f"sqlite store {self.path} busy for more than {timeout}s")
+        try:
+            self._db.execute("SELECT 1").fetchone()
+        finally:
+            self._lock.release()
 
     def close(self) -> None:
         with self._lock:

@@ -1,4 +1,4 @@
-"""Interaction logs of the MovieLens layouts and the leave-last-out split.
+"""Loaders of the MovieLens layouts into an `Interactions` log.
 
 Three layouts are recognised from the files in a folder, with no code change:
 
@@ -21,12 +21,12 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
-from functools import cached_property
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
+
+from models.datasets.interactions import Interactions
 
 #: Genre names of ML-100K in flag order, used when ``u.genre`` is absent.
 ML100K_GENRES = (
@@ -56,149 +56,6 @@ _LAYOUTS = (
     ("ml-1m", "ratings.dat", "movies.dat"),
     ("ml-latest", "ratings.csv", "movies.csv"),
 )
-
-
-@dataclass(frozen=True, eq=False)
-class Interactions:
-    """A timestamped log, dense ids. Rows sorted by (user, ts, file order).
-
-    Attributes
-    ----------
-    users, items
-        int64 dense user / item index per row.
-    ts
-        float64 event time, unix seconds.
-    ratings
-        float32 rating per row (1.0 when the layout has none).
-    user_ids, item_ids
-        Dense index -> original id.
-    titles, genres
-        Per dense item; ``""`` and ``()`` when unknown.
-    """
-
-    users: np.ndarray
-    items: np.ndarray
-    ts: np.ndarray
-    ratings: np.ndarray
-    user_ids: list[str]
-    item_ids: list[str]
-    titles: list[str]
-    genres: list[tuple[str, ...]]
-
-    @property
-    def n_users(self) -> int:
-        return len(self.user_ids)
-
-    @property
-    def n_items(self) -> int:
-        return len(self.item_ids)
-
-    @property
-    def n_rows(self) -> int:
-        return int(self.users.shape[0])
-
-    @cached_property
-    def _bounds(self) -> np.ndarray:
-        # Rows are grouped by user, so user u owns rows bounds[u]:bounds[u + 1].
-        return np.searchsorted(self.users, np.arange(self.n_users + 1), side="left")
-
-    def sequences(self) -> list[np.ndarray]:
-        """Per user, item indices in time order (ties in file order)."""
-        b = self._bounds
-        return [self.items[b[u] : b[u + 1]] for u in range(self.n_users)]
-
-    def sequence_ts(self) -> list[np.ndarray]:
-        """Per user, the timestamps matching `sequences`."""
-        b = self._bounds
-        return [self.ts[b[u] : b[u + 1]] for u in range(self.n_users)]
-
-    def sequence_ratings(self) -> list[np.ndarray]:
-        """Per user, the ratings matching `sequences`."""
-        b = self._bounds
-        return [self.ratings[b[u] : b[u + 1]] for u in range(self.n_users)]
-
-    def item_text(self, i: int) -> str:
-        """Title and genres of item ``i`` as one line, the text the encoder sees."""
-        return item_text(self.titles[i], self.genres[i])
-
-
-def item_text(title: str, genres: Sequence[str]) -> str:
-    """The encoder's text of a movie; the MovieLens workload publishes the same."""
-    return f"{title}. Genres: {', '.join(genres)}" if genres else title
-
-
-@dataclass(frozen=True, eq=False)
-class Split:
-    """Leave-last-out split, time-ordered, one entry per user.
-
-    ``train[u]`` holds the items before the validation target (all of the
-    user's items when they have fewer than 3 events, with ``valid[u]`` and
-    ``test[u]`` then -1). The validation history is ``train[u]``; the test
-    history is ``train[u]`` followed by ``valid[u]``.
-    """
-
-    train: list[np.ndarray]
-    train_ts: list[np.ndarray]
-    valid: np.ndarray
-    valid_ts: np.ndarray
-    test: np.ndarray
-    test_ts: np.ndarray
-    n_items: int
-
-    @property
-    def n_users(self) -> int:
-        return len(self.train)
-
-    def eval_users(self) -> np.ndarray:
-        """Users that have validation and test targets."""
-        return np.flatnonzero(self.test >= 0)
-
-    def history(self, user: int, phase: str) -> np.ndarray:
-        """Items the user had before the ``phase`` ("valid" or "test") target."""
-        if phase == "valid":
-            return self.train[user]
-        if phase == "test":
-            if self.valid[user] < 0:
-                return self.train[user]
-            return np.append(self.train[user], self.valid[user])
-        raise ValueError(f"phase must be 'valid' or 'test', not {phase!r}")
-
-    def target(self, phase: str) -> np.ndarray:
-        """Per user, the ``phase`` target item (-1 when none)."""
-        if phase == "valid":
-            return self.valid
-        if phase == "test":
-            return self.test
-        raise ValueError(f"phase must be 'valid' or 'test', not {phase!r}")
-
-    def target_ts(self, phase: str) -> np.ndarray:
-        """Per user, the ``phase`` target's timestamp (nan when none)."""
-        return self.valid_ts if phase == "valid" else self.test_ts
-
-
-def leave_last_out(log: Interactions) -> Split:
-    """Per user: last event = test, second-last = validation, the rest = train.
-
-    Users with fewer than 3 events keep everything in train and get -1 targets.
-    """
-    seqs, seq_ts = log.sequences(), log.sequence_ts()
-    n = log.n_users
-    valid = np.full(n, -1, dtype=np.int64)
-    test = np.full(n, -1, dtype=np.int64)
-    valid_ts = np.full(n, np.nan)
-    test_ts = np.full(n, np.nan)
-    train: list[np.ndarray] = []
-    train_ts: list[np.ndarray] = []
-    for u, (s, t) in enumerate(zip(seqs, seq_ts, strict=True)):
-        if len(s) < 3:
-            train.append(s.copy())
-            train_ts.append(t.copy())
-            continue
-        train.append(s[:-2].copy())
-        train_ts.append(t[:-2].copy())
-        valid[u], valid_ts[u] = s[-2], t[-2]
-        test[u], test_ts[u] = s[-1], t[-1]
-    return Split(train, train_ts, valid, valid_ts, test, test_ts, log.n_items)
 
 
 def detect_layout(path: str | Path) -> tuple[str, Path, Path]:

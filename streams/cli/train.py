@@ -1,16 +1,18 @@
 """``interest-stream train``: train, export and report the learned updater and SASRec.
 
-Kept apart from `streams.cli` so that it imports only click and ``models``
-(it runs where the Kafka stack is not installed, e.g. on a GPU box:
-``python -m streams.train_cli --data ... --out ...``).
+Offline: it imports no transport (no Kafka client, no Faust, no store), only
+click and ``models.training`` (the `train` extra), so a GPU box runs it with
+``interest-stream train --data ... --out ...`` and nothing else started.
 """
 
 from __future__ import annotations
 
 import logging
-import sys
+from pathlib import Path
 
 import click
+
+from streams.cli.options import data_option, require_data
 
 
 def _pairs(values: tuple[str, ...]) -> dict[str, str]:
@@ -24,12 +26,7 @@ def _pairs(values: tuple[str, ...]) -> dict[str, str]:
 
 
 @click.command("train")
-@click.option(
-    "--data",
-    required=True,
-    type=click.Path(exists=True, file_okay=False),
-    help="MovieLens folder (ml-100k, ml-1m or ml-latest layout).",
-)
+@data_option
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Output folder.")
 @click.option(
     "--model",
@@ -51,7 +48,7 @@ def _pairs(values: tuple[str, ...]) -> dict[str, str]:
     help="Prefix that turns the log's item ids into catalogue ids (the workload's 'm<id>').",
 )
 def train_command(
-    data: str,
+    data: Path | None,
     out: str,
     models: tuple[str, ...],
     seeds: str,
@@ -67,6 +64,7 @@ def train_command(
     Seeded and resumable: running it again continues unfinished runs and
     reuses finished ones. Needs the `train` extra (torch, matplotlib).
     """
+    data = require_data(data)
     try:
         from models.training.gru import GruConfig
         from models.training.pipeline import train_all, with_overrides
@@ -115,7 +113,3 @@ def train_command(
             + (f", artefact {run['artifact']}" if "artifact" in run else "")
         )
     click.echo(f"report: {out}/report.png")
-
-
-if __name__ == "__main__":
-    sys.exit(train_command())

@@ -1,4 +1,8 @@
-"""``interest-stream eval``: the offline next-item benchmark on a MovieLens folder."""
+"""``interest-stream eval``: the offline next-item benchmark on a MovieLens folder.
+
+Offline: it imports no transport, only click, ``models`` and the settings
+(for the encoder cache of the time-decay model).
+"""
 
 from __future__ import annotations
 
@@ -10,7 +14,8 @@ from pathlib import Path
 
 import click
 
-DEFAULT_DATA = Path("..") / "shared" / "data" / "ml-100k"
+from streams.cli.options import data_option, effective_settings, require_data
+
 DEFAULT_OUT = Path("benchmarks") / "results" / "eval"
 
 
@@ -22,13 +27,7 @@ def _ints(text: str) -> list[int]:
 
 
 @click.command("eval")
-@click.option(
-    "--data",
-    "data",
-    type=click.Path(file_okay=False, path_type=Path),
-    help="MovieLens folder (100K, 1M/10M or latest/20M/25M layout). "
-    f"Default: {DEFAULT_DATA} when it exists.",
-)
+@data_option
 @click.option("--models", "models", help="Comma-separated model names (default: all).")
 @click.option("--seeds", default="0,1,2", show_default=True, help="Comma-separated seeds.")
 @click.option(
@@ -60,9 +59,10 @@ def eval_command(
     Leave-last-out per user in time order, ranking over the full catalogue.
     Writes OUT/eval.json and OUT/eval.md and prints the Markdown table.
     """
+    from models.datasets import load_movielens
     from models.evaluation.baselines import TimeDecayCore
-    from models.evaluation.data import load_movielens
-    from models.evaluation.harness import MODELS, register, run_eval
+    from models.evaluation.harness import run_eval
+    from models.evaluation.registry import MODELS, register
     from models.evaluation.report import markdown_table
 
     if list_models:
@@ -70,10 +70,7 @@ def eval_command(
         return
     if train_dir:
         os.environ["INTEREST_STREAM_TRAIN_DIR"] = train_dir
-    if data is None:
-        if not (DEFAULT_DATA / "u.data").is_file():
-            raise click.UsageError(f"--data is required ({DEFAULT_DATA} does not exist)")
-        data = DEFAULT_DATA
+    data = require_data(data)
     names = [m.strip() for m in models.split(",") if m.strip()] if models else None
     unknown = [n for n in names or [] if n not in MODELS]
     if unknown:
@@ -107,10 +104,5 @@ def eval_command(
 
 def _encoder_cache() -> Path | None:
     """The encoder cache folder of the settings, when one is set."""
-    from streams.settings import SettingsError, load_settings
-
-    try:
-        cache = load_settings().encoder_cache
-    except SettingsError as exc:
-        raise click.UsageError(str(exc)) from exc
+    cache = effective_settings().encoder_cache
     return Path(cache) if cache else None

@@ -1,0 +1,178 @@
+"""Admin operations on a Kafka cluster: reachability, topics, committed offsets.
+
+Every call opens a kafka-python admin client over the configured security
+settings (`streams.security.kafka_security`) and closes it, also when the
+bootstrap fails: kafka-python 3 leaves a half-made client's IO thread running
+otherwise.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable
+from typing import Any
+
+from kafka.admin import KafkaAdminClient, NewTopic
+from kafka.errors import KafkaError, TopicAlreadyExistsError
+from kafka.net.compat import KafkaNetClient
+
+from streams.topics import Topics
+
+
+class BrokerError(RuntimeError):
+    """The broker could not be started, reached or configured."""
+
+
+class BrokerUnreachable(BrokerError, KafkaError):
+    """No broker of the bootstrap list answered in time (also a KafkaError)."""
+
+
+def admin_client(bootstrap: str, **options: object) -> KafkaAdminClient:
+    """A kafka-python admin client; :class:`BrokerUnreachable` if none answers.
+
+    ``options`` are kafka-python admin options (the security ones from
+    `streams.security.kafka_security`, timeouts). kafka-python 3 reports a
+    refused SASL login or an unverifiable certificate only as a bootstrap
+    timeout (the cause goes to its log), so the error says which security
+    settings were tried. It also starts a client's IO thread before
+    bootstrapping and leaves it running when that fails: the clients made
+    for a failed attempt are closed here.
+    """
+    made: list[KafkaNetClient] = []
+
+    def client(**config: Any) -> KafkaNetClient:
+        made.append(KafkaNetClient(**config))
+        return made[-1]
+
+    try:
+        return KafkaAdminClient(
+            bootstrap_servers=bootstrap,
+            client_id="interest-stream-admin",
+            kafka_client=client,
+            **options,
+        )
+    except BaseException as exc:
+        for half_made in made:
+            half_made.close()
+            half_made._net.stop(1000)  # what KafkaAdminClient.close() does for a whole one
+        if not isinstance(exc, KafkaError):
+            raise
+        raise BrokerUnreachable(
+            f"no Kafka broker answered at {bootstrap} ({_describe_security(options)}): "
+            f"{exc!r}. Check the address, the credentials and the CA file: a refused "
+            "login or certificate looks like this too (kafka-python logs the cause)"
+        ) from exc
+
+
+def _describe_security(security: dict[str, object]) -> str:
+    """The security settings in words, without secrets."""
+    words = [f"security_protocol={security.get('security_protocol', 'PLAINTEXT')}"]
+    if "sasl_mechanism" in security:
+        words.append(f"sasl_mechanism={security['sasl_mechanism']}")
+    if security.get("sasl_plain_username"):
+        words.append(f"user={security['sasl_plain_username']}")
+    return ", ".join(words)
+
+
+def wait_for_metadata(bootstrap: str, timeout: float = 30.0, **security: object) -> None:
+    """Block until the broker answers a metadata request."""
+    deadline = time.monotonic() + max(timeout, 0.5)
+    last: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            admin = admin_client(bootstrap, **security)
+            try:
+                admin.list_topics()
+                return
+            finally:
+                admin.close()
+        except KafkaError as exc:
+            last = exc
+            time.sleep(0.2)
+    raise BrokerError(f"broker {bootstrap} did not answer metadata: {last}")
+
+
+def ensure_topics(bootstrap: str, topics: Topics, **security: object) -> list[str]:
+    """Create the topics with explicit partition counts; returns those created.
+
+    Existing topics must have the partition count we expect, otherwise Faust
+    would refuse them (or, worse, co-partitioning would silently break).
+    """
+    admin = admin_client(bootstrap, **security)
+    created = []
+    try:
+        existing = set(admin.list_topics())
+        wanted = [
+            NewTopic(name, parts, topics.replication, topic_configs=conf)
+            for name, parts, conf in topics.specs()
+            if name not in existing
+        ]
+        if wanted:
+            with contextlib.suppress(TopicAlreadyExistsError):
+                admin.create_topics(wanted)
+            created = [t.name for t in wanted]
+        described = admin.describe_topics([name for name, _, _ in topics.specs()])
+        counts = {d["name"]: len(d.get("partitions") or []) for d in described}
+        for name, parts, _ in topics.specs():
+            if counts.get(name, parts) != parts:
+                raise BrokerError(
+                    f"topic {name} has {counts[name]} partitions, interest-stream needs {parts}"
+                )
+    finally:
+        admin.close()
+    return created
+
+
+def delete_topics(bootstrap: str, topics: Topics, **security: object) -> list[str]:
+    """Delete the topics that exist among ``topics``; returns those deleted."""
+    admin = admin_client(bootstrap, **security)
+    try:
+        names = [name for name, _, _ in topics.specs() if name in set(admin.list_topics())]
+        if names:
+            admin.delete_topics(names)
+    finally:
+        admin.close()
+    return names
+
+
+def committed(bootstrap: str, group: str, topic: str, **security: object) -> dict[int, int]:
+    """The group's committed offsets on ``topic``, per partition."""
+    admin = admin_client(bootstrap, **security)
+    try:
+        offsets = admin.list_group_offsets(group).get(group, {})
+    finally:
+        admin.close()
+    return {tp.partition: meta.offset for tp, meta in offsets.items() if tp.topic == topic}
+
+
+def wait_committed(
+    bootstrap: str,
+    group: str,
+    topic: str,
+    ends: dict[int, int],
+    *,
+    timeout: float,
+    alive: Callable[[], bool] = lambda: True,
+    progress: Callable[[int, int], None] = lambda done, total: None,
+    **security: object,
+) -> None:
+    """Block until ``group`` has committed at least ``ends`` (partition -> offset)."""
+    total = sum(ends.values())
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            offsets = committed(bootstrap, group, topic, **security)
+        except KafkaError as exc:  # e.g. the group coordinator is still being elected
+            if not exc.retriable:
+                raise
+            offsets = {}
+        done = sum(min(offsets.get(p, 0), end) for p, end in ends.items())
+        progress(done, total)
+        if done >= total:
+            return
+        if not alive():
+            raise BrokerError(f"consumer of {topic} died before committing {ends}")
+        if time.monotonic() > deadline:
+            raise BrokerError(f"{group} committed {offsets} on {topic}, want {ends}")
+        time.sleep(0.25)

@@ -1,0 +1,73 @@
+"""The command group's wiring (no broker): every command is there, ``--data`` has no default.
+
+The demo and worker commands run end to end in `test_cli.py` and
+`test_pipeline_e2e.py`; here only what needs no broker.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from streams.cli import main
+from tests.paths import require_ml100k
+
+COMMANDS = {"demo", "eval", "init", "models", "redrive", "settings", "snapshot", "train", "worker"}
+
+
+def test_python_m_streams_cli_has_every_command() -> None:
+    """Workers are spawned as ``python -m streams.cli worker``: the package must run."""
+    out = subprocess.run(
+        [sys.executable, "-m", "streams.cli", "--help"], capture_output=True, text=True, timeout=60
+    )
+    assert out.returncode == 0, out.stderr
+    listed = {line.split()[0] for line in out.stdout.split("Commands:")[1].splitlines() if line}
+    assert listed == COMMANDS
+    worker = subprocess.run(
+        [sys.executable, "-m", "streams.cli", "worker", "--help"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert worker.returncode == 0 and "--bootstrap" in worker.stdout
+
+
+def test_the_cli_imports_no_transport() -> None:
+    """``interest-stream --help``, ``eval`` and ``train`` load no Kafka client, Faust or driver."""
+    code = (
+        "import sys, streams.cli\n"
+        "heavy = {'kafka', 'aiokafka', 'faust', 'cassandra', 'torch'}\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in heavy))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("command", ["eval", "train"])
+def test_data_is_required(command: str, tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "INTEREST_STREAM_DATA"}
+    result = CliRunner().invoke(main, [command, "--out", str(tmp_path)], env=env)
+    assert result.exit_code == 2
+    assert "--data is required" in result.output and "INTEREST_STREAM_DATA" in result.output
+
+
+def test_a_missing_data_folder_is_a_usage_error(tmp_path: Path) -> None:
+    result = CliRunner().invoke(main, ["eval", "--data", str(tmp_path / "nowhere")])
+    assert result.exit_code == 2 and "does not exist" in result.output
+
+
+def test_eval_reads_data_from_the_environment(tmp_path: Path) -> None:
+    result = CliRunner().invoke(
+        main,
+        ["eval", "--models", "most-popular", "--seeds", "1", "--max-users", "30",
+         "--out", str(tmp_path)],
+        env={"INTEREST_STREAM_DATA": str(require_ml100k())},
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "eval.json").read_text())
+    assert report["dataset"]["n_users"] == 30 and report["dataset"]["name"] == "ml-100k"

@@ -1,0 +1,92 @@
+"""State schema migrations: old bytes are read and upgraded, newer ones are an isolated error."""
+
+from __future__ import annotations
+
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from models.behaviour import Position
+from models.state import (
+    MIGRATIONS,
+    SCHEMA_VERSION,
+    PendingEvent,
+    StateDecodeError,
+    UnreadableState,
+    UserState,
+    WindowEntry,
+    decode_state,
+    encode_state,
+    read_state,
+)
+from streams.stores.sqlite import SqliteStore
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+def test_every_older_schema_has_a_migration() -> None:
+    assert sorted(MIGRATIONS) == list(range(1, SCHEMA_VERSION))
+
+
+def test_bytes_written_by_schema_1_are_read_and_upgraded() -> None:
+    """`state_v1.bin` was written by the code of schema 1 (commit 7ab758d), kept as is."""
+    data = (FIXTURES / "state_v1.bin").read_bytes()
+    assert struct.unpack_from("<4sH", data) == (b"ISUS", 1)
+    state = decode_state(data)
+    assert state == UserState(
+        user_id="u-fixture",
+        version=7,
+        interest=state.interest,
+        interest_ts=1_700_000_300.0,
+        updater="time-decay",  # was "time-decay(half_life_s=259200)"
+        window=(
+            WindowEntry("i1", "view", 1_700_000_000.0, 1.0),
+            WindowEntry("i2", "like", 1_700_000_300.0, 3.0),
+        ),
+        consumed=frozenset({"i1", "i2"}),
+        recent_event_ids=("e1", "e2"),
+        offsets={"behaviours[0]": 41},
+        pending=(PendingEvent("i9", "click", 1_700_000_200.0, 1.5, "e3", position=None),),
+        top_k=(("i3", 0.5), ("i4", 0.25)),
+        events_applied=2,
+    )
+    np.testing.assert_array_equal(state.interest, np.linspace(-1, 1, 8, dtype=np.float32))
+    upgraded = encode_state(state)
+    assert struct.unpack_from("<4sH", upgraded) == (b"ISUS", SCHEMA_VERSION)
+    assert encode_state(decode_state(upgraded)) == upgraded
+
+
+def test_pending_positions_round_trip() -> None:
+    pos = Position("behaviours", 3, 99)
+    state = UserState("u", pending=(PendingEvent("i", "view", 1.0, 1.0, "e", pos),))
+    assert decode_state(encode_state(state)).pending[0].position == pos
+
+
+def test_a_newer_schema_is_a_clear_error_and_an_unreadable_state() -> None:
+    data = bytearray(encode_state(UserState("u")))
+    struct.pack_into("<H", data, 4, SCHEMA_VERSION + 1)
+    with pytest.raises(StateDecodeError, match=f"version {SCHEMA_VERSION + 1}"):
+        decode_state(bytes(data))
+    got = read_state("u", bytes(data))
+    assert isinstance(got, UnreadableState) and "this code reads" in got.error
+
+
+@pytest.mark.parametrize(
+    "data",
+    [b"", b"ISUS", b"XXXX\x02\x00\x00\x00\x00\x00", b"ISUS\x02\x00\x05\x00\x00\x00{bad}",
+     b"ISUS\x02\x00\x02\x00\x00\x00{}", b"ISUS\x00\x00\x02\x00\x00\x00{}"],
+    ids=["empty", "short", "magic", "json", "fields", "version-0"],
+)  # fmt: skip
+def test_corrupt_bytes_are_unreadable_never_an_exception(data: bytes) -> None:
+    assert isinstance(read_state("u", data), UnreadableState)
+
+
+def test_a_store_hands_back_unreadable_rows_without_raising() -> None:
+    store = SqliteStore(":memory:")
+    store.put_states([UserState("ok", version=1)])
+    store._db.execute("INSERT INTO user_states VALUES ('bad', 3, x'00')")
+    got = store.get_states(["ok", "bad", "nobody"])
+    assert isinstance(got["ok"], UserState) and isinstance(got["bad"], UnreadableState)
+    assert "nobody" not in got
