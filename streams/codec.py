@@ -167,7 +167,8 @@ def decode_item(key: bytes | None, value: bytes | None) -> ItemUpdate | ItemTomb
     return ItemUpdate(item_id, title, body, tuple(dict.fromkeys(tags)))
 
 
-def decode_wakeup(value: bytes | None) -> Wakeup | Rejected:
+def decode_wakeup(value: bytes | None, key: bytes | None = None) -> Wakeup | Rejected:
+    """Validate one wakeups record; a ``key`` given must be the user id's bytes."""
     obj = _json_object(value)
     if isinstance(obj, Rejected):
         return obj
@@ -184,6 +185,8 @@ def decode_wakeup(value: bytes | None) -> Wakeup | Rejected:
         snapshot = None if snapshot is None else _text(snapshot, "snapshot")
     except _Invalid as exc:
         return exc.rejected
+    if key is not None and key != user_id.encode():
+        return Rejected("key_mismatch", f"record key {key[:60]!r} is not user_id {user_id!r}")
     return Wakeup(user_id, tuple(items), snapshot)
 
 

@@ -351,7 +351,7 @@ class BehaviourProcessor:
         batch = _Batch()
         for rec in records:
             if rec.topic == self.topics.wakeups:
-                decoded = _decoded(lambda r=rec: codec.decode_wakeup(r.value))
+                decoded = _decoded(lambda r=rec: codec.decode_wakeup(r.value, r.key))
             else:
                 decoded = _decoded(
                     lambda r=rec: codec.decode_behaviour(

@@ -1,12 +1,16 @@
-"""The quick benchmark runs end to end and leaves its JSON and its chart.
+"""The quick benchmarks run end to end and leave their JSON and their charts.
 
-The long ones (encoder speed, pipeline vs pass-through) stay out of CI; they
-share the same writer (``benchmarks/_results.py``), exercised here.
+The long ones (encoder speed, pipeline vs pass-through, the 30-minute soak)
+stay out of CI; update_cost shares their writer (``benchmarks/_results.py``),
+and the soak runs its ``--quick`` form here.
 """
 
 from __future__ import annotations
 
+import array
+import importlib.util
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -35,3 +39,105 @@ def test_update_cost_writes_ratios_and_a_chart(tmp_path: Path) -> None:
     chart = out.with_suffix(".png")
     assert chart.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "ratio" in run.stdout
+
+
+def test_soak_quick_writes_samples_summary_and_a_plot(
+    tmp_path: Path, encoder_artifact: Path
+) -> None:
+    """The whole soak (max-rate phase, open-loop soak) in ~30 s on the embedded defaults."""
+    out = tmp_path / "soak.json"
+    args = ["--quick", "--no-check", "--out", str(out), "--encoder-cache",
+            str(encoder_artifact.parent)]  # fmt: skip
+    run = subprocess.run(
+        [sys.executable, "benchmarks/soak.py", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    report = json.loads(out.read_text())
+    assert report["max_rate"]["events_per_s"] > 0
+    assert report["settings"]["rate_per_s"] == round(report["max_rate"]["events_per_s"] / 2, 1)
+    assert "shared" in report["machine"]["note"]
+    samples = report["samples"]
+    assert len(samples) >= 10  # 30 s at one sample per 2 s
+    for s in samples:
+        assert s["rss_mib"] > 50 and s["lag"] >= 0 and s["produced"] > 0
+        for key in ("rss_mib", "worker_cpu_pct", "produced_per_s", "processed_per_s"):
+            assert math.isfinite(s[key])
+    timed = [s for s in samples if s["deltas"]]
+    assert len(timed) >= len(samples) // 2
+    for s in timed:
+        assert 0 < s["latency_ms_p50"] <= s["latency_ms_p99"] <= s["latency_ms_max"]
+        assert 0 < s["published_latency_ms_p50"] <= s["published_latency_ms_p99"]
+        assert s["published_latency_ms_p50"] <= s["latency_ms_p50"]  # sent before received
+        assert s["tail_lag"] >= 0 and sum(s["lag_by_partition"]) == s["lag"]
+    summary = report["summary"]
+    assert summary["events_produced"] == samples[-1]["produced"] > 1000
+    assert summary["deltas_received"] > 0 and summary["dead_letters_received"] == 0
+    assert summary["drain"]["drained"]
+    assert summary["rss_mib_warmup_end"] > 0 and math.isfinite(summary["rss_growth_pct"])
+    assert summary["lag_max"] >= summary["lag_end"] >= 0
+    latency = summary["latency_ms_after_warmup"]
+    assert 0 < latency["p50"] <= latency["p99"] <= latency["p999"] <= latency["max"]
+    assert summary["latency_ms_first_interval"]["p99"] > 0
+    assert summary["latency_ms_last_interval"]["p99"] > 0
+    assert summary["check"]["passed"] == (summary["rss_growth_pct"] <= 10.0)
+    assert out.with_suffix(".png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "RSS growth" in run.stdout
+
+
+def test_soak_check_fails_on_rss_growth_after_warm_up(monkeypatch) -> None:
+    """Growth is measured from the end of the warm-up (first 20%), not from the start."""
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    spec = importlib.util.spec_from_file_location("soak", ROOT / "benchmarks" / "soak.py")
+    soak = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "soak", soak)  # its dataclasses look their module up
+    spec.loader.exec_module(soak)
+
+    def run(rss: list[float]) -> dict:
+        samples = [
+            {"t_s": 10.0 * (i + 1), "rss_mib": r, "lag": 5, "deltas": 1, "processed_per_s": 9.0,
+             "latency_ms_p50": 10.0, "latency_ms_p99": 20.0, "broker_rss_mib": 1.0,
+             "load_1m": 1.0, "tail_lag": 0, "published_latency_ms_p50": 5.0,
+             "published_latency_ms_p99": 9.0}
+            for i, r in enumerate(rss)
+        ]  # fmt: skip
+        latencies = (array.array("d", [10.0, 20.0]), array.array("d", [10.0, 90.0]), 0.0)
+        result = {"samples": samples, "events_produced": 90, "produce_errors": 0,
+                  "deltas_received": 9, "dead_letters_received": 0, "rss_mib_before_load": 50.0,
+                  "drain": {"drained": True}, "latencies": latencies, "store_mib": 1.0,
+                  "published_latencies": array.array("d", [4.0, 8.0])}  # fmt: skip
+        return soak.summarise(result, rate=9.0, duration=100.0)
+
+    # Warm-up ends at 20 s: the climb to 100 MiB before it does not count.
+    flat = run([50.0, 100.0, 101.0, 102.0, 103.0, 104.0, 105.0, 106.0, 107.0, 108.0])
+    assert flat["rss_mib_warmup_end"] == 100.0 and flat["rss_growth_pct"] == 8.0
+    assert flat["check"]["passed"]
+    assert flat["latency_ms_after_warmup"]["p50"] == 20.0  # only the latency at 90 s counts
+    assert flat["published_latency_ms_after_warmup"]["p50"] == 8.0
+    leak = run([50.0, 100.0, 102.0, 104.0, 106.0, 108.0, 110.0, 112.0, 114.0, 116.0])
+    assert leak["rss_growth_pct"] == 16.0 and not leak["check"]["passed"]
+    assert leak["rss_slope_mib_per_hour_after_warmup"] == 720.0
+
+
+def test_fuzz_counts_every_topic_and_draws_a_chart(tmp_path: Path) -> None:
+    """benchmarks/fuzz.py on a small budget: counts per topic, properties held, a chart."""
+    out = tmp_path / "fuzz.json"
+    run = subprocess.run(
+        [sys.executable, "benchmarks/fuzz.py", "--records", "60", "--seed", "3", "--out", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    report = json.loads(out.read_text())
+    assert run.returncode == 0 and report["properties_held"], report["failures"][:2]
+    topics = report["topics"]
+    assert set(topics) == {"behaviours", "items", "wakeups"}
+    for counts in topics.values():
+        assert counts["generated"] + counts["in_failed_streams"] >= 60
+        assert counts["generated"] == counts["applied"] + counts["dead_lettered"]
+        assert counts["dead_lettered"] == sum(counts["dead_lettered_by_reason"].values())
+    assert out.with_suffix(".png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
