@@ -19,7 +19,9 @@ from collections.abc import Collection
 from dataclasses import dataclass, field
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.errors import KafkaError
 
+from streams.admin import BrokerUnreachable
 from streams.topics import MAX_MESSAGE_BYTES, Topics
 
 
@@ -53,13 +55,19 @@ def redrive(
     inputs = {topics.behaviours, topics.items, topics.wakeups}
     report = RedriveReport(next_offset=from_offset)
     tp = TopicPartition(topics.dead_letters, 0)
-    consumer = KafkaConsumer(
-        **security,
-        bootstrap_servers=bootstrap,
-        enable_auto_commit=False,
-        max_partition_fetch_bytes=16 * 1024 * 1024,
-        fetch_max_bytes=16 * 1024 * 1024,
-    )
+    try:
+        consumer = KafkaConsumer(
+            **security,
+            bootstrap_servers=bootstrap,
+            enable_auto_commit=False,
+            max_partition_fetch_bytes=16 * 1024 * 1024,
+            fetch_max_bytes=16 * 1024 * 1024,
+        )
+    except KafkaError as exc:
+        raise BrokerUnreachable(
+            f"no Kafka broker answered at {bootstrap} ({exc!r}): check --bootstrap "
+            "(or INTEREST_STREAM_BOOTSTRAP_SERVERS) and the security settings"
+        ) from exc
     producer = None if dry_run else KafkaProducer(
         **security, bootstrap_servers=bootstrap, max_request_size=MAX_MESSAGE_BYTES, acks="all"
     )  # fmt: skip

@@ -18,36 +18,22 @@ from models.learned import (
     load_artifact,
     save_artifact,
 )
-from models.learned.artifact import N_GAP, WEIGHT_NAMES
 from models.state import decode_state, encode_state
 from models.update import InterestUpdater, TimeDecayUpdater
 from models.window import WindowSpec
+from tests.updater_fixtures import (
+    COLD,
+    HIDDEN,
+    ITEM_DIM,
+    N_ITEMS,
+    TEXT_DIM,
+    random_cell_weights,
+    unit_texts,
+)
 
-TEXT_DIM, ITEM_DIM, HIDDEN, N_ITEMS = 16, 8, 12, 30
-COLD = {3, 7, 11}  # items without a learned id embedding
 HOUR = 3600.0
-
-
-def _text(rng: np.random.Generator) -> np.ndarray:
-    t = rng.standard_normal((N_ITEMS, TEXT_DIM)).astype(np.float32)
-    return t / np.linalg.norm(t, axis=1, keepdims=True)
-
-
-def _random_weights(rng: np.random.Generator, n_vocab: int) -> dict[str, np.ndarray]:
-    shapes = {
-        "text_w": (TEXT_DIM, ITEM_DIM),
-        "text_b": (ITEM_DIM,),
-        "text_bias_w": (TEXT_DIM,),
-        "id_emb": (n_vocab, ITEM_DIM),
-        "id_bias": (n_vocab,),
-        "w_ih": (3 * HIDDEN, ITEM_DIM + 2 + N_GAP),
-        "w_hh": (3 * HIDDEN, HIDDEN),
-        "b_ih": (3 * HIDDEN,),
-        "b_hh": (3 * HIDDEN,),
-        "out_w": (ITEM_DIM, HIDDEN),
-        "out_b": (ITEM_DIM,),
-    }
-    return {n: (0.4 * rng.standard_normal(shapes[n])).astype(np.float32) for n in WEIGHT_NAMES}
+_text = unit_texts
+_random_weights = random_cell_weights
 
 
 def _catalogue(text: np.ndarray) -> Catalogue:
