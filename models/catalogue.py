@@ -9,10 +9,14 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Collection, Iterable
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from models.ranking import Ranked, top_k
+
+if TYPE_CHECKING:
+    from models.interest.topics import OnlineTopics
 
 _CATALOGUES = itertools.count()
 
@@ -46,6 +50,9 @@ class Catalogue:
         self._tag_sums: dict[str, np.ndarray] = {}
         self._tag_counts: dict[str, int] = {}
         self._sum = np.zeros(dim, dtype=np.float64)
+        self._tag_cache: tuple[int, tuple[list[str], np.ndarray, np.ndarray]] | None = None
+        #: The topic model shared by the workers (`models.interest.topics`), or None.
+        self.topics: OnlineTopics | None = None
 
     def __len__(self) -> int:
         return int(self._alive[: len(self._ids)].sum())
@@ -154,22 +161,36 @@ class Catalogue:
         alive = len(self)
         if not np.any(query) or not alive:
             return []
-        mean = self._sum / alive
+        tags, directions, mean = self._tag_directions()
         q = np.asarray(query, dtype=np.float64) - mean
         q_norm = float(np.linalg.norm(q))
-        if q_norm < 1e-9:
+        if q_norm < 1e-9 or not tags:
             return []
-        sims = []
+        sims = directions @ (q / q_norm)
+        order = sorted(
+            (i for i in range(len(tags)) if sims[i] > 0), key=lambda i: (-sims[i], tags[i])
+        )
+        best = [(tags[i], float(sims[i])) for i in order[:n]]
+        mass = sum(s for _, s in best)
+        return [(tag, round(s / mass, 3)) for tag, s in best] if mass > 0 else []
+
+    def _tag_directions(self) -> tuple[list[str], np.ndarray, np.ndarray]:
+        """Unit directions of the tags' mean embeddings minus the catalogue mean (memoised)."""
+        if self._tag_cache is not None and self._tag_cache[0] == self._changes:
+            return self._tag_cache[1]
+        mean = self._sum / len(self)
+        tags, rows = [], []
         for tag, total in self._tag_sums.items():
             if self._tag_counts[tag] == 0:
                 continue
             direction = total / self._tag_counts[tag] - mean
             norm = float(np.linalg.norm(direction))
             if norm > 1e-9:
-                sims.append((tag, float(direction @ q) / (norm * q_norm)))
-        best = sorted((s for s in sims if s[1] > 0), key=lambda s: (-s[1], s[0]))[:n]
-        mass = sum(s for _, s in best)
-        return [(tag, round(s / mass, 3)) for tag, s in best] if mass > 0 else []
+                tags.append(tag)
+                rows.append(direction / norm)
+        matrix = np.stack(rows) if rows else np.zeros((0, self.dim))
+        self._tag_cache = (self._changes, (tags, matrix, mean))
+        return tags, matrix, mean
 
     def _grow(self, size: int) -> None:
         if size <= self._matrix.shape[0]:

@@ -13,11 +13,15 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from models.behaviour import Behaviour, event_weight
+from models.behaviour import TYPE_WEIGHTS, Behaviour, event_weight
 from models.catalogue import Catalogue
-from models.ranking import Ranked
-from models.state import PendingEvent, UserState, WindowEntry
-from models.update import InterestUpdater, TimeDecayUpdater, mix
+from models.interest import composition, levels
+from models.interest.composition import CompositionSpec, Interest
+from models.interest.levels import LevelSpec
+from models.interest.topics import shares, update_user_topics
+from models.ranking import Ranked, top_k
+from models.state import LastQuery, PendingEvent, QueryPhrase, UserState, WindowEntry
+from models.update import InterestUpdater, TimeDecayUpdater
 from models.window import WindowSpec, slide, window_vector
 
 
@@ -31,9 +35,17 @@ class CoreParams:
         Length of the recommendation list.
     window
         Sliding-window bounds.
-    short_term_weight
-        Share of the window (short-term) direction in the ranking query; the
-        rest is the updater's (mid-term) direction.
+    composition
+        Several interests per user (``max_interests = 1``: one vector).
+    levels
+        How the short, mid and long-term levels mix (`models.interest.levels`).
+    type_weights
+        How much each behaviour type moves the state (`models.behaviour.event_weight`).
+    topic_decay
+        Per-event decay of the user's topic masses.
+    negative_strength
+        How hard a query's negative phrases push matching items down, in
+        standard deviations of score per unit of phrase weight.
     dedup_ids
         How many recent event ids are remembered to apply duplicates once.
     max_pending
@@ -43,9 +55,17 @@ class CoreParams:
     k: int = 10
     window: WindowSpec = field(default_factory=WindowSpec)
     updater: InterestUpdater = field(default_factory=TimeDecayUpdater)
-    short_term_weight: float = 0.3
+    composition: CompositionSpec = field(default_factory=CompositionSpec)
+    levels: LevelSpec = field(default_factory=LevelSpec)
+    type_weights: dict[str, float] = field(default_factory=lambda: dict(TYPE_WEIGHTS))
+    topic_decay: float = 0.9
+    negative_strength: float = 2.0
     dedup_ids: int = 512
     max_pending: int = 256
+
+    @property
+    def short_term_weight(self) -> float:
+        return self.levels.short_weight
 
 
 @dataclass(frozen=True)
@@ -118,12 +138,11 @@ def step(
         if not events:
             return StepResult(None, None, changed=False)
         state = new_state(events[0].user_id, catalogue.dim, params)
-    elif (
-        state.updater != params.updater.name
-        or state.interest.shape != params.updater.initial(catalogue.dim).shape
+    elif state.updater != params.updater.name or any(
+        i.hidden.shape != params.updater.initial(catalogue.dim).shape for i in state.interests
     ):
         migrated_from = state.updater
-        state = rebase(state, catalogue, params.updater)
+        state = rebase(state, catalogue, params.updater, params.composition)
 
     run = _Run(state, params, catalogue)
     ready = [p for p in state.pending if p.item_id in catalogue]
@@ -144,28 +163,36 @@ def step(
             replayed=tuple(run.replayed),
         )
 
-    top_k = tuple(run.top_k())
     pending, overflow = _bounded(run.pending, params.max_pending)
     new = replace(
         state,
         version=state.version + 1,
-        interest=run.hidden,
-        interest_ts=run.hidden_ts,
+        interests=run.interests,
+        long_term=run.long_term,
+        long_term_ts=run.long_term_ts,
+        topics=run.topics,
+        last_event_ts=run.last_ts,
+        gap_s=run.gap_s,
+        query=run.query,
         window=run.window,
         consumed=frozenset(run.consumed),
         recent_event_ids=tuple(run.recent_ids[-params.dedup_ids :]),
         offsets=run.offsets,
         pending=tuple(pending),
-        top_k=top_k,
         events_applied=state.events_applied + run.count,
     )
+    new = replace(new, top_k=tuple(rank(new, catalogue, params)))
     cause = Cause(
         kind="events" if run.count or run.parked else "items",
         event_ids=tuple(run.applied_ids),
         item_ids=tuple(sorted(refresh)),
         last_event_ts=max(run.applied_ts) if run.applied_ts else None,
     )
-    delta = diff(state.top_k, top_k, new, now, cause, interest_summary(new, catalogue, params))
+    summary = interest_summary(new, catalogue, params, before=state)
+    delta = diff(state.top_k, new.top_k, new, now, cause, summary)
+    if delta is None and any(e.type == "query" for e in run.applied):
+        # A query is answered even when the list stays: its phrases are news.
+        delta = replace(restate(new, catalogue, now, params, cause), interest=summary)
     return StepResult(
         new,
         delta,
@@ -179,29 +206,34 @@ def step(
     )
 
 
-def rebase(state: UserState, catalogue: Catalogue, updater: InterestUpdater) -> UserState:
+def rebase(
+    state: UserState,
+    catalogue: Catalogue,
+    updater: InterestUpdater,
+    spec: CompositionSpec | None = None,
+) -> UserState:
     """``state`` with its interest rebuilt by ``updater`` from the window's events.
 
     For a model change (another updater, or a new version of one): the old
     vector lives in another space, so it cannot be kept; replaying the
     window through the new model moves the user over instead of resetting
-    them. Window items that left the catalogue are skipped.
+    them. Window items that left the catalogue are skipped; the interests
+    a past query opened are not in the window and do not come along.
     """
-    hidden, hidden_ts = updater.initial(catalogue.dim), None
+    spec = spec or CompositionSpec()
+    interests: tuple[Interest, ...] = ()
     for entry in state.window:
         vec = catalogue.vector(entry.item_id)
         if vec is not None:
             item = updater.represent(entry.item_id, vec)
-            hidden, hidden_ts = updater.apply(hidden, hidden_ts, item, entry.weight, entry.ts)
-    return replace(state, interest=hidden, interest_ts=hidden_ts, updater=updater.name)
+            interests, _ = composition.absorb(
+                interests, vec, item, entry.weight, entry.ts, updater, spec
+            )
+    return replace(state, interests=interests, updater=updater.name)
 
 
 def new_state(user_id: str, dim: int, params: CoreParams) -> UserState:
-    return UserState(
-        user_id=user_id,
-        interest=params.updater.initial(dim),
-        updater=params.updater.name,
-    )
+    return UserState(user_id=user_id, updater=params.updater.name)
 
 
 def diff(
@@ -262,39 +294,187 @@ def restate(
         removed=(),
         reranked=(),
         top_k=state.top_k,
-        interest=interest_summary(state, catalogue, params),
+        interest=interest_summary(state, catalogue, params, before=state),
     )
 
 
-def interest_summary(state: UserState, catalogue: Catalogue, params: CoreParams) -> dict:
-    """A readable summary: the closest tags of the short and mid-term interest."""
-    return {
+def scores(state: UserState, catalogue: Catalogue, params: CoreParams) -> np.ndarray:
+    """The score of every catalogue row (`Catalogue.rows`) for ``state``; -inf where undefined.
+
+    The levels' scores, each standardised over the catalogue, mixed by
+    `models.interest.levels.level_weights` (levels with no direction yet
+    drop out and the others share their weight):
+
+    - short-term: cosine with the window's direction, per interest: each
+      window event goes with the interest closest to it, and the parts are
+      composed by their window weights (so a window of two tastes is not
+      blurred into one in-between direction);
+    - mid-term: the interests' scores by the updater (`InterestUpdater.scores`),
+      composed by their softmax weights (`models.interest.composition.compose`);
+    - long-term: cosine with the long-term profile.
+
+    The latest query's negative phrases then push down the items close to
+    them: ``negative_strength * weight * max(0, z)`` of each phrase's cosine.
+    `step` ranks with exactly this; the offline evaluation scores with it.
+    """
+    n = len(catalogue.rows()[0])
+    shares_ = level_weights(state, params)
+    parts: list[tuple[float, np.ndarray]] = []
+    mid = _mid_scores(state, catalogue, params)
+    if mid is not None:
+        parts.append((shares_["mid"], mid))
+    short = _short_scores(state, catalogue, params)
+    if short is not None:
+        parts.append((shares_["short"], short))
+    long = levels.unit(state.long_term)
+    if long.shape == (catalogue.dim,) and long.any():
+        parts.append((shares_["long"], composition.standardise(catalogue.scores(long))))
+    parts = [(w, s) for w, s in parts if w > 0]
+    if not parts or n == 0:
+        return np.full(n, -np.inf)
+    total = sum(w for w, _ in parts)
+    out = sum(w * s for w, s in parts) / total
+    if state.query is not None and params.negative_strength > 0:
+        for vec, weight in zip(state.query.negatives, state.query.negative_weights(), strict=False):
+            if vec.shape == (catalogue.dim,):
+                z = composition.standardise(catalogue.scores(vec))
+                out = out - params.negative_strength * weight * np.maximum(z, 0.0)
+    return out
+
+
+def rank(state: UserState, catalogue: Catalogue, params: CoreParams) -> list[Ranked]:
+    """The k best items for ``state``, consumed ones excluded (`scores`, `models.ranking.top_k`)."""
+    ids = catalogue.rows()[0]
+    return top_k(ids, scores(state, catalogue, params), params.k, catalogue.rows_of(state.consumed))
+
+
+def level_weights(state: UserState, params: CoreParams) -> dict[str, float]:
+    """The levels' shares for ``state`` (`models.interest.levels.level_weights` of its gap)."""
+    return levels.level_weights(state.gap_s, params.levels)
+
+
+def _mid_scores(state: UserState, catalogue: Catalogue, params: CoreParams) -> np.ndarray | None:
+    updater, zero = params.updater, np.zeros(catalogue.dim, dtype=np.float32)
+    per, kept = [], []
+    for n, interest in enumerate(state.interests):
+        s = updater.scores(interest.hidden, zero, catalogue, 0.0)
+        if np.isfinite(s).any():
+            per.append(s)
+            kept.append(n)
+    if not per:
+        return None
+    w = composition.weights(state.interests, state.last_event_ts, params.composition)[kept]
+    return composition.compose(per, w / w.sum(), params.composition.temperature)
+
+
+def _short_scores(state: UserState, catalogue: Catalogue, params: CoreParams) -> np.ndarray | None:
+    entries = [(e, catalogue.vector(e.item_id)) for e in state.window]
+    entries = [(e.weight, v) for e, v in entries if v is not None]
+    if not entries:
+        return None
+    dirs = composition.directions(state.interests, params.updater)
+    if dirs.shape[0] <= 1 or dirs.shape[1] != catalogue.dim:
+        short = window_vector(state.window, catalogue)
+        return composition.standardise(catalogue.scores(short)) if short.any() else None
+    vecs = np.stack([v for _, v in entries])
+    weights = np.array([w for w, _ in entries], dtype=np.float64)
+    owner = np.argmax(vecs @ dirs.T, axis=1)
+    per, mass = [], []
+    for k in range(dirs.shape[0]):
+        mine = owner == k
+        total = (weights[mine, None] * vecs[mine]).sum(axis=0)
+        direction = levels.unit(total)
+        if mine.any() and direction.any():
+            per.append(catalogue.scores(direction))
+            mass.append(max(float(weights[mine].clip(min=0).sum()), composition.MIN_MASS))
+    if not per:
+        return None
+    shares_ = np.array(mass) / sum(mass)
+    return composition.compose(per, shares_, params.composition.temperature)
+
+
+def mid_direction(state: UserState, params: CoreParams) -> np.ndarray:
+    """The interests' directions averaged by their weights (a unit vector, or zeros)."""
+    if not state.interests:
+        return np.zeros(0, dtype=np.float32)
+    dirs = composition.directions(state.interests, params.updater)
+    w = composition.weights(state.interests, state.last_event_ts, params.composition)
+    return levels.unit(w @ dirs)
+
+
+def interest_summary(
+    state: UserState, catalogue: Catalogue, params: CoreParams, before: UserState | None = None
+) -> dict:
+    """The readable interest of ``state`` a delta carries (README: "Delta contract").
+
+    ``short_term`` / ``mid_term`` are the closest tags (schema 1); ``topics``
+    the user's topics with how their share moved since ``before``; ``levels``
+    each level's weight and topics; ``interests`` each interest's weight and
+    topics; ``query`` the latest query's phrases.
+    """
+    short = window_vector(state.window, catalogue)
+    mid = mid_direction(state, params)
+    long = levels.unit(state.long_term)
+    readable = {
+        name: _readable(vec, catalogue)
+        for name, vec in (("short", short), ("mid", mid), ("long", long))
+    }
+    out: dict[str, object] = {
         "events": state.events_applied,
-        "short_term": catalogue.tag_weights(window_vector(state.window, catalogue)),
-        "mid_term": catalogue.tag_weights(params.updater.query(state.interest)),
+        "short_term": readable["short"]["tags"],
+        "mid_term": readable["mid"]["tags"],
         "pending": len(state.pending),
     }
+    level_share = level_weights(state, params)
+    out["levels"] = {
+        name: {"weight": round(level_share[name], 3), **readable[name]} for name in readable
+    }
+    w = composition.weights(state.interests, state.last_event_ts, params.composition)
+    dirs = composition.directions(state.interests, params.updater)
+    out["interests"] = [
+        {"weight": round(float(w[n]), 3), "events": i.events, **_readable(dirs[n], catalogue)}
+        for n, i in enumerate(state.interests)
+    ]
+    topics = catalogue.topics
+    if topics is not None:
+        was = dict(shares(before.topics, n=len(before.topics))) if before is not None else {}
+        out["topics"] = [
+            {
+                "id": t,
+                "label": topics.label(t).text,
+                "share": round(share, 3),
+                "change": round(share - was.get(t, 0.0), 3),
+            }
+            for t, share in shares(state.topics, n=3)
+            if t in topics.topics()
+        ]
+    if state.query is not None:
+        out["query"] = {
+            "text": state.query.text,
+            "phrases": [
+                {
+                    "text": p.text,
+                    "polarity": "positive" if p.polarity > 0 else "negative",
+                    "weight": round(p.weight, 3),
+                }
+                for p in state.query.phrases
+            ],
+        }
+    return out
 
 
-def query_vector(state: UserState, catalogue: Catalogue, params: CoreParams) -> np.ndarray:
-    """The unit vector the core ranks ``state``'s items with (zeros when undefined).
-
-    A mix of the updater's (mid-term) direction and the window's (short-term)
-    direction, ``params.short_term_weight`` of the latter. `step` ranks with
-    exactly this when the updater keeps the default `InterestUpdater.scores`
-    (cosine ranking); offline evaluation scores the whole catalogue with it.
-    """
-    return _query(state.interest, state.window, catalogue, params)
-
-
-def _query(
-    hidden: np.ndarray,
-    window: tuple[WindowEntry, ...],
-    catalogue: Catalogue,
-    params: CoreParams,
-) -> np.ndarray:
-    short = window_vector(window, catalogue)
-    return mix(params.updater.query(hidden), short, params.short_term_weight)
+def _readable(vec: np.ndarray, catalogue: Catalogue) -> dict[str, object]:
+    """A direction's closest tags and, with a topic model, its topics."""
+    if vec.shape != (catalogue.dim,) or not vec.any():
+        return {"tags": [], **({"topics": []} if catalogue.topics is not None else {})}
+    out: dict[str, object] = {"tags": catalogue.tag_weights(vec)}
+    topics = catalogue.topics
+    if topics is not None:
+        out["topics"] = [
+            {"id": t, "label": topics.label(t).text, "share": round(share, 3)}
+            for t, share in topics.distribution(vec, n=3)
+        ]
+    return out
 
 
 class _Run:
@@ -302,7 +482,11 @@ class _Run:
 
     def __init__(self, state: UserState, params: CoreParams, catalogue: Catalogue) -> None:
         self.params, self.catalogue = params, catalogue
-        self.hidden, self.hidden_ts = state.interest, state.interest_ts
+        self.interests = state.interests
+        self.long_term, self.long_term_ts = state.long_term, state.long_term_ts
+        self.topics = state.topics
+        self.last_ts, self.gap_s = state.last_event_ts, state.gap_s
+        self.query = state.query
         self.window = state.window
         self.consumed = set(state.consumed)
         self.recent_ids = list(state.recent_event_ids)
@@ -328,7 +512,11 @@ class _Run:
             self.duplicates.append(event)
             return
         self._seen.add(event.event_id)
-        weight = event_weight(event)
+        weight = event_weight(event, self.params.type_weights)
+        if event.type == "query":
+            self.applied.append(event)
+            self.apply_query(event, weight)
+            return
         if event.item_id not in self.catalogue:
             self.pending.append(
                 PendingEvent(event.item_id, event.type, event.ts, weight, event.event_id, pos)
@@ -341,25 +529,66 @@ class _Run:
     def apply(self, item_id: str, type_: str, ts: float, weight: float, event_id: str) -> None:
         vec = self.catalogue.vector(item_id)
         assert vec is not None
-        vec = self.params.updater.represent(item_id, vec)
-        self.hidden, self.hidden_ts = self.params.updater.apply(
-            self.hidden, self.hidden_ts, vec, weight, ts
+        params = self.params
+        self.interests, _ = composition.absorb(
+            self.interests,
+            vec,
+            params.updater.represent(item_id, vec),
+            weight,
+            ts,
+            params.updater,
+            params.composition,
         )
-        self.window = slide(
-            self.window, WindowEntry(item_id, type_, ts, weight), self.params.window
+        self.long_term, self.long_term_ts = levels.update_long(
+            self.long_term, self.long_term_ts, vec, weight, ts, params.levels.long_half_life_s
         )
+        topics = self.catalogue.topics
+        if topics is not None:
+            topic = topics.topic_of(item_id)
+            topic = topics.assign(vec) if topic is None else topic
+            self.topics = update_user_topics(self.topics, topic, weight, params.topic_decay)
+        self.window = slide(self.window, WindowEntry(item_id, type_, ts, weight), params.window)
         self.consumed.add(item_id)
+        self._mark(event_id, ts)
+
+    def apply_query(self, event: Behaviour, weight: float) -> None:
+        """Positive phrases become (or move) interests; negative ones are kept to push down."""
+        params, topics = self.params, self.catalogue.topics
+        for phrase in event.phrases:
+            if phrase.polarity <= 0 or phrase.vector.shape != (self.catalogue.dim,):
+                continue
+            item = params.updater.represent(f"query:{phrase.text}", phrase.vector)
+            self.interests, _ = composition.absorb(
+                self.interests,
+                phrase.vector,
+                item,
+                weight * phrase.weight,
+                event.ts,
+                params.updater,
+                params.composition,
+            )
+            if topics is not None:
+                self.topics = update_user_topics(
+                    self.topics, topics.assign(phrase.vector), weight * phrase.weight, 1.0
+                )
+        self.query = LastQuery(
+            text=event.text or "",
+            ts=event.ts,
+            phrases=tuple(QueryPhrase(p.text, p.polarity, p.weight) for p in event.phrases),
+            negatives=tuple(
+                np.asarray(p.vector, dtype=np.float32) for p in event.phrases if p.polarity < 0
+            ),
+        )
+        self._mark(event.event_id, event.ts)
+
+    def _mark(self, event_id: str, ts: float) -> None:
+        if self.last_ts is None or ts > self.last_ts:
+            self.gap_s = None if self.last_ts is None else ts - self.last_ts
+            self.last_ts = ts
         self.recent_ids.append(event_id)
         self.applied_ids.append(event_id)
         self.applied_ts.append(ts)
         self.count += 1
-
-    def top_k(self) -> list[Ranked]:
-        short = window_vector(self.window, self.catalogue)
-        params = self.params
-        return params.updater.rank(
-            self.hidden, short, self.catalogue, params.k, self.consumed, params.short_term_weight
-        )
 
 
 def _bounded(

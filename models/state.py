@@ -3,7 +3,9 @@
 Layout of `encode_state` (little-endian)::
 
     b"ISUS" | u16 schema version | u32 header length | header (UTF-8 JSON)
-            | interest vector (float32 * dim)
+            | vectors (float32), in the order the header lists them:
+              each interest's hidden vector, the long-term profile, the
+              last query's negative phrases
 
 No pickle: every field is named in the JSON header. A state written by an
 older schema is read through `MIGRATIONS`, one step per version, so bumping
@@ -18,10 +20,15 @@ Schema history:
    offset]`` or null), so a pending event pushed out of a full queue is
    dead-lettered with where it came from; the time-decay updater is named
    ``time-decay`` (its half-life is a setting, not part of the state).
+3. interest structure: several interests with weights (``interests``, the
+   one vector of schema 2 becomes the only interest), a long-term profile,
+   the user's topic masses, the gap before the latest event, and the last
+   natural-language query (its phrases and negative vectors).
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import struct
 from collections.abc import Callable
@@ -31,9 +38,10 @@ from typing import Any
 import numpy as np
 
 from models.behaviour import Position
+from models.interest.composition import Interest
 from models.ranking import Ranked
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 _MAGIC = b"ISUS"
 _PREFIX = struct.Struct("<4sHI")
 
@@ -65,6 +73,33 @@ class PendingEvent:
     position: Position | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class QueryPhrase:
+    """One phrase of a natural-language query, as applied (see `models.interest.query`)."""
+
+    text: str
+    polarity: int  # +1 positive, -1 negative
+    weight: float
+
+
+@dataclass(frozen=True)
+class LastQuery:
+    """The user's latest natural-language query: its phrases, and its negatives' vectors.
+
+    Negative phrases push matching items down until the next query replaces
+    them; ``negatives`` holds their vectors in the catalogue's space, in the
+    order of the negative ``phrases``.
+    """
+
+    text: str
+    ts: float
+    phrases: tuple[QueryPhrase, ...]
+    negatives: tuple[np.ndarray, ...] = ()
+
+    def negative_weights(self) -> list[float]:
+        return [p.weight for p in self.phrases if p.polarity < 0]
+
+
 @dataclass(frozen=True)
 class UserState:
     """Everything the core keeps about one user.
@@ -73,10 +108,19 @@ class UserState:
     ----------
     version
         Bumped by every applied batch; never goes backwards in a store.
-    interest, interest_ts
-        The updater's hidden vector and the event time it refers to.
+    interests
+        The user's interests, each an updater hidden vector with a weight
+        (`models.interest.composition`); the mid-term level.
     updater
-        Name of the updater that produced ``interest``.
+        Name of the updater that produced the interests' hidden vectors.
+    long_term, long_term_ts
+        The slowly moving profile in the catalogue's space (`models.interest.levels`).
+    topics
+        The user's topic masses (topic id -> mass), updated per event.
+    last_event_ts, gap_s
+        The latest event time applied, and the gap before it (None: no gap yet).
+    query
+        The latest natural-language query, or None.
     window
         Recent events, sorted by event time (see `models.window`).
     consumed
@@ -93,9 +137,14 @@ class UserState:
 
     user_id: str
     version: int = 0
-    interest: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.float32))
-    interest_ts: float | None = None
+    interests: tuple[Interest, ...] = ()
     updater: str = ""
+    long_term: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.float32))
+    long_term_ts: float | None = None
+    topics: dict[int, float] = field(default_factory=dict)
+    last_event_ts: float | None = None
+    gap_s: float | None = None
+    query: LastQuery | None = None
     window: tuple[WindowEntry, ...] = ()
     consumed: frozenset[str] = frozenset()
     recent_event_ids: tuple[str, ...] = ()
@@ -107,6 +156,11 @@ class UserState:
     def watched_items(self) -> set[str]:
         """Items whose change concerns this user: pending or recommended."""
         return {p.item_id for p in self.pending} | {item for item, _ in self.top_k}
+
+    def vectors(self) -> list[np.ndarray]:
+        """Every vector of the state, in the order `encode_state` writes them."""
+        negatives = list(self.query.negatives) if self.query else []
+        return [*(i.hidden for i in self.interests), self.long_term, *negatives]
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,12 +190,33 @@ def read_state(user_id: str, data: bytes) -> UserState | UnreadableState:
 
 
 def encode_state(state: UserState) -> bytes:
+    query = state.query
     header = {
         "user_id": state.user_id,
         "version": state.version,
-        "dim": int(state.interest.shape[0]),
-        "interest_ts": state.interest_ts,
+        "interests": [
+            {
+                "dim": int(i.hidden.shape[0]),
+                "ts": i.hidden_ts,
+                "mass": i.mass,
+                "mass_ts": i.mass_ts,
+                "events": i.events,
+            }
+            for i in state.interests
+        ],
         "updater": state.updater,
+        "long_term": {"dim": int(state.long_term.shape[0]), "ts": state.long_term_ts},
+        "topics": sorted([int(t), float(m)] for t, m in state.topics.items()),
+        "last_event_ts": state.last_event_ts,
+        "gap_s": state.gap_s,
+        "query": None
+        if query is None
+        else {
+            "text": query.text,
+            "ts": query.ts,
+            "phrases": [[p.text, p.polarity, p.weight] for p in query.phrases],
+            "negatives": [int(v.shape[0]) for v in query.negatives],
+        },
         "window": [[w.item_id, w.type, w.ts, w.weight] for w in state.window],
         "consumed": sorted(state.consumed),
         "recent_event_ids": list(state.recent_event_ids),
@@ -154,8 +229,8 @@ def encode_state(state: UserState) -> bytes:
         "events_applied": state.events_applied,
     }
     raw = json.dumps(header, separators=(",", ":"), sort_keys=True).encode()
-    vector = np.ascontiguousarray(state.interest, dtype="<f4").tobytes()
-    return _PREFIX.pack(_MAGIC, SCHEMA_VERSION, len(raw)) + raw + vector
+    vectors = b"".join(np.ascontiguousarray(v, dtype="<f4").tobytes() for v in state.vectors())
+    return _PREFIX.pack(_MAGIC, SCHEMA_VERSION, len(raw)) + raw + vectors
 
 
 def decode_state(data: bytes) -> UserState:
@@ -172,15 +247,38 @@ def decode_state(data: bytes) -> UserState:
         h = json.loads(data[_PREFIX.size : _PREFIX.size + size])
         for step in range(version, SCHEMA_VERSION):
             h = MIGRATIONS[step](h)
-        vector = np.frombuffer(data[_PREFIX.size + size :], dtype="<f4").astype(np.float32)
-        if vector.shape[0] != h["dim"]:
-            raise StateDecodeError("interest vector length does not match header")
+        payload = np.frombuffer(data[_PREFIX.size + size :], dtype="<f4").astype(np.float32)
+        q = h["query"]
+        dims = [i["dim"] for i in h["interests"]] + [h["long_term"]["dim"]]
+        dims += q["negatives"] if q else []
+        if any(not isinstance(d, int) or d < 0 for d in dims) or sum(dims) != len(payload):
+            raise StateDecodeError("vector lengths do not match the header")
+        cuts = np.cumsum([0, *dims])
+        vectors = [payload[a:b] for a, b in itertools.pairwise(cuts)]
+        interests = tuple(
+            Interest(v, i["ts"], float(i["mass"]), i["mass_ts"], int(i["events"]))
+            for i, v in zip(h["interests"], vectors, strict=False)
+        )
+        n = len(interests)
+        query = None
+        if q is not None:
+            query = LastQuery(
+                text=q["text"],
+                ts=q["ts"],
+                phrases=tuple(QueryPhrase(t, int(p), float(w)) for t, p, w in q["phrases"]),
+                negatives=tuple(vectors[n + 1 :]),
+            )
         return UserState(
             user_id=h["user_id"],
             version=h["version"],
-            interest=vector,
-            interest_ts=h["interest_ts"],
+            interests=interests,
             updater=h["updater"],
+            long_term=vectors[n],
+            long_term_ts=h["long_term"]["ts"],
+            topics={int(t): float(m) for t, m in h["topics"]},
+            last_event_ts=h["last_event_ts"],
+            gap_s=h["gap_s"],
+            query=query,
             window=tuple(WindowEntry(*w) for w in h["window"]),
             consumed=frozenset(h["consumed"]),
             recent_event_ids=tuple(h["recent_event_ids"]),
@@ -210,5 +308,24 @@ def _v1_to_v2(header: dict[str, Any]) -> dict[str, Any]:
     return {**header, "updater": updater, "pending": [[*p, None] for p in header["pending"]]}
 
 
+def _v2_to_v3(header: dict[str, Any]) -> dict[str, Any]:
+    """The one interest vector becomes the only interest (its mass: 1 at its time)."""
+    out = {k: v for k, v in header.items() if k not in ("dim", "interest_ts")}
+    ts = header["interest_ts"]
+    events = header["events_applied"]
+    out["interests"] = [
+        {"dim": header["dim"], "ts": ts, "mass": 1.0, "mass_ts": ts, "events": events}
+    ]
+    out["long_term"] = {"dim": 0, "ts": None}
+    out["topics"] = []
+    out["last_event_ts"] = ts
+    out["gap_s"] = None
+    out["query"] = None
+    return out
+
+
 #: Header migrations: ``MIGRATIONS[n]`` turns a schema-n header into a schema-(n+1) one.
-MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {1: _v1_to_v2}
+MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {
+    1: _v1_to_v2,
+    2: _v2_to_v3,
+}

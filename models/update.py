@@ -67,6 +67,25 @@ class InterestUpdater:
         """The vector `apply` takes for an item whose catalogue vector is ``vec``."""
         return vec
 
+    def merge(
+        self,
+        a: np.ndarray,
+        a_ts: float | None,
+        a_mass: float,
+        b: np.ndarray,
+        b_ts: float | None,
+        b_mass: float,
+    ) -> tuple[np.ndarray, float | None]:
+        """One hidden state for two interests that merge (`models.interest.composition`).
+
+        The default is the mass-weighted mean, at the later of the two times.
+        """
+        total = a_mass + b_mass
+        wa = a_mass / total if total > 0 else 0.5
+        hidden = (wa * np.asarray(a) + (1.0 - wa) * np.asarray(b)).astype(np.float32)
+        times = [t for t in (a_ts, b_ts) if t is not None]
+        return hidden, max(times) if times else None
+
     def scores(
         self, hidden: np.ndarray, short: np.ndarray, catalogue: Catalogue, short_weight: float
     ) -> np.ndarray:
@@ -161,6 +180,24 @@ class TimeDecayUpdater(InterestUpdater):
             return (hidden * np.float32(decay) + np.float32(weight) * item), ts
         late = self._decay(hidden_ts - ts)
         return (hidden + np.float32(weight * late) * item), hidden_ts
+
+    def merge(
+        self,
+        a: np.ndarray,
+        a_ts: float | None,
+        a_mass: float,
+        b: np.ndarray,
+        b_ts: float | None,
+        b_mass: float,
+    ) -> tuple[np.ndarray, float | None]:
+        """Two decayed sums merge into their sum, both decayed to the later time."""
+        if a_ts is None or b_ts is None:
+            return (np.asarray(a) + np.asarray(b)).astype(
+                np.float32
+            ), a_ts if b_ts is None else b_ts
+        ts = max(a_ts, b_ts)
+        da, db = self._decay(ts - a_ts), self._decay(ts - b_ts)
+        return (np.float32(da) * a + np.float32(db) * b).astype(np.float32), ts
 
     def query(self, hidden: np.ndarray) -> np.ndarray:
         norm = float(np.linalg.norm(hidden))

@@ -37,6 +37,7 @@ from streams.processor import (
 )
 from streams.security import ssl_context
 from streams.settings import Settings
+from streams.shared_topics import SharedTopics
 from streams.stores.base import Store
 from streams.topics import MAX_MESSAGE_BYTES
 
@@ -60,13 +61,22 @@ class Runtime:
 def build_runtime(
     settings: Settings, store: Store, encoder: Encoder, health: Health | None = None
 ) -> Runtime:
-    sync = CatalogueSync(store, encoder.dim)
+    shared = None
+    if settings.topics_enabled:
+        shared = SharedTopics(store, encoder.dim, max_topics=settings.max_topics)
+    sync = CatalogueSync(store, encoder.dim, shared)
     topics = settings.topics
     return Runtime(
         settings=settings,
         store=store,
         behaviours=BehaviourProcessor(
-            store, sync, encoder, settings.core_params(), topics, limits=settings.limits()
+            store,
+            sync,
+            encoder,
+            settings.core_params(),
+            topics,
+            limits=settings.limits(),
+            delta_schema=settings.delta_schema,
         ),
         items=ItemProcessor(store, sync, encoder, topics),
         health=health or Health(settings.health_stall_seconds),

@@ -20,7 +20,14 @@ from models.behaviour import EVENT_TYPES, Behaviour, Position
 from models.core import Delta
 from models.state import PendingEvent
 
-DELTA_SCHEMA = "interest-stream.delta/1"
+#: What `encode_delta` writes by default; `DELTA_SCHEMAS` are the ones `decode_delta` reads.
+#: Schema 2 adds the interest structure (topics, levels, interests, query) to
+#: ``interest``; everything schema 1 had is still there, unchanged.
+DELTA_SCHEMA = "interest-stream.delta/2"
+DELTA_SCHEMA_V1 = "interest-stream.delta/1"
+DELTA_SCHEMAS = frozenset({DELTA_SCHEMA_V1, DELTA_SCHEMA})
+#: The ``interest`` keys of schema 1 (a worker pinned to it writes only these).
+_INTEREST_V1 = ("events", "short_term", "mid_term", "pending")
 DEAD_LETTER_SCHEMA = "interest-stream.dead-letter/1"
 WAKEUP_SCHEMA = "interest-stream.wakeup/1"
 
@@ -118,10 +125,12 @@ def decode_behaviour(
         return obj
     try:
         user_id = _id(obj, "user_id")
-        item_id = _id(obj, "item_id")
         type_ = _string(obj, "type")
         if type_ not in EVENT_TYPES:
             return Rejected("unknown_type", f"unknown event type {type_[:40]!r}")
+        if type_ == "query":
+            return _query(obj, key, user_id, position, now, limits)
+        item_id = _id(obj, "item_id")
         ts = _timestamp(obj.get("ts"), now, limits)
         weight = _bounded(obj, "weight", -limits.max_abs_weight, limits.max_abs_weight)
         rating = _bounded(obj, "rating", limits.rating_min, limits.rating_max)
@@ -140,6 +149,32 @@ def decode_behaviour(
         return Rejected("key_mismatch", f"record key {key[:60]!r} is not user_id {user_id!r}")
     text = text if text is not None and text.strip() else None
     return Behaviour(user_id, item_id, type_, ts, event_id, weight, rating, position, text)
+
+
+def _query(
+    obj: dict[str, Any],
+    key: bytes | None,
+    user_id: str,
+    position: Position,
+    now: float,
+    limits: Limits,
+) -> Behaviour | Rejected:
+    """A ``query`` behaviour: ``text`` and no item (decomposed later, by the processor)."""
+    if obj.get("item_id") is not None:
+        return Rejected("unexpected_field", "a query event carries 'text' and no 'item_id'")
+    text = _optional_string(obj, "text")
+    if text is None or not text.strip():
+        return Rejected("missing_field", "a query event needs a non-blank 'text'")
+    ts = _timestamp(obj.get("ts"), now, limits)
+    weight = _bounded(obj, "weight", -limits.max_abs_weight, limits.max_abs_weight)
+    event_id = obj.get("event_id")
+    if event_id is None:
+        event_id = _derived_event_id(user_id, f"query:{text}", "query", ts)
+    else:
+        event_id = _id(obj, "event_id")
+    if key is not None and key != user_id.encode():
+        return Rejected("key_mismatch", f"record key {key[:60]!r} is not user_id {user_id!r}")
+    return Behaviour(user_id, "", "query", ts, event_id, weight, None, position, text)
 
 
 def decode_item(key: bytes | None, value: bytes | None) -> ItemUpdate | ItemTombstone | Rejected:
@@ -201,11 +236,20 @@ def encode_wakeup(wakeup: Wakeup) -> bytes:
     return _dumps(body)
 
 
-def encode_delta(delta: Delta, source_ts_ms: int | None) -> bytes:
-    """The `recommendation-deltas` value. ``source_ts_ms``: newest input record time."""
+def encode_delta(delta: Delta, source_ts_ms: int | None, schema: int = 2) -> bytes:
+    """The `recommendation-deltas` value. ``source_ts_ms``: newest input record time.
+
+    ``schema`` 1 writes the records of earlier versions (the ``interest``
+    object without the interest structure), for consumers not yet upgraded.
+    """
+    if schema not in (1, 2):
+        raise ValueError(f"delta schema {schema} is not 1 or 2")
+    interest = delta.interest
+    if schema == 1:
+        interest = {k: v for k, v in interest.items() if k in _INTEREST_V1}
     return _dumps(
         {
-            "schema": DELTA_SCHEMA,
+            "schema": DELTA_SCHEMA if schema == 2 else DELTA_SCHEMA_V1,
             "user_id": delta.user_id,
             "version": delta.version,
             "ts": delta.ts,
@@ -224,7 +268,7 @@ def encode_delta(delta: Delta, source_ts_ms: int | None) -> bytes:
                 for i, s, r, p in delta.reranked
             ],
             "top_k": [{"item_id": i, "score": s} for i, s in delta.top_k],
-            "interest": delta.interest,
+            "interest": interest,
         }
     )
 
@@ -288,9 +332,10 @@ def decode_delta(value: bytes | None) -> DeltaRecord | Rejected:
         return Rejected("invalid_json", f"invalid JSON: {str(exc)[:200]}")
     if not isinstance(obj, dict):
         return Rejected("wrong_type", f"expected a JSON object, got {type(obj).__name__}")
-    if obj.get("schema") != DELTA_SCHEMA:
-        schema = str(obj.get("schema"))[:60]
-        return Rejected("wrong_schema", f"schema {schema!r} is not {DELTA_SCHEMA!r}")
+    schema = obj.get("schema")
+    if not isinstance(schema, str) or schema not in DELTA_SCHEMAS:
+        shown = str(schema)[:60]
+        return Rejected("wrong_schema", f"schema {shown!r} is not one of {sorted(DELTA_SCHEMAS)}")
     try:
         user_id = _delta_str(obj, "user_id")
         version = _delta_int(obj, "version")
@@ -469,6 +514,11 @@ def _json_object(value: bytes | None) -> dict[str, Any] | Rejected:
     except _NotJson as exc:
         return Rejected("invalid_json", str(exc))
     except _TooBig as exc:
+        # Only JSON can hold a number that is out of range: broken JSON after it wins.
+        try:
+            json.loads(text, parse_constant=str, parse_float=str, parse_int=str)
+        except (ValueError, RecursionError) as broken:
+            return Rejected("invalid_json", f"invalid JSON: {str(broken)[:120]}")
         return Rejected("out_of_range", str(exc))
     except json.JSONDecodeError as exc:
         return Rejected("invalid_json", f"invalid JSON: {exc.msg} at char {exc.pos}")

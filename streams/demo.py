@@ -87,17 +87,82 @@ def run_demo(
                     )
                     watch.progress(topics.behaviours, len(records), publishing)
                 elapsed = time.time() - started
+                cold_start = _cold_start(worker_settings, bootstrap, workload, security)
                 time.sleep(1.0)  # deltas are on the broker before commits: let the tail read them
                 seen = _seen(tail, topics.deltas)
         finally:
             producer.close()
             stop_worker(worker)
+            topics_learned = _learned_topics(settings)
             _remove_run_data(settings, bootstrap, security)
 
     n_bad = len(records) - len(workload.events)
     summary = _summary(workload, seen, len(records), n_bad, elapsed, rate, show_user)
+    summary["topics"] = topics_learned
+    summary["cold_start"] = cold_start
     _print_summary(summary)
     return summary
+
+
+def cold_start_query(workload: Workload) -> str:
+    """A query a newcomer might type: the two most common tags, and not a third one."""
+    counts = Counter(tag for item in workload.items for tag in item.get("tags", [])[:1])
+    tags = [t.lower() for t, _ in counts.most_common()]
+    if len(tags) < 3:
+        return " and ".join(tags) or "something new"
+    return f"{tags[0]} and {tags[1]}, nothing {tags[-1]}"
+
+
+def _cold_start(
+    settings: Settings, bootstrap: str, workload: Workload, security: dict[str, object]
+) -> dict:
+    """A user with no history starts from a natural-language query (`send_query`)."""
+    from streams.snapshot import send_query
+
+    text = cold_start_query(workload)
+    titles = {i["item_id"]: i["title"] for i in workload.items}
+    tags = {i["item_id"]: ", ".join(i.get("tags", [])[:2]) for i in workload.items}
+    try:
+        delta = send_query(settings, bootstrap, "demo-newcomer", text, timeout=60, **security)
+    except (TimeoutError, ValueError) as exc:
+        return {"query": text, "error": str(exc)}
+    return {
+        "user": "demo-newcomer",
+        "query": text,
+        "phrases": delta["interest"].get("query", {}).get("phrases", []),
+        "top": [
+            {
+                "item_id": x["item_id"],
+                "title": titles.get(x["item_id"], "?"),
+                "tags": tags.get(x["item_id"], ""),
+            }
+            for x in delta["top_k"]
+        ],
+    }
+
+
+def _learned_topics(settings: Settings) -> list[dict]:
+    """The topic model the worker learned online, read back from the store."""
+    from models.interest.topics import OnlineTopics
+    from streams.shared_topics import BLOB
+    from streams.stores import open_store
+
+    if not settings.topics_enabled:
+        return []
+    store = open_store(settings)
+    try:
+        blob = store.get_blob(BLOB)
+    finally:
+        store.close()
+    if blob is None:
+        return []
+    model = OnlineTopics.from_bytes(blob.data)
+    labels = [model.label(t) for t in model.topics()]
+    return [
+        {"id": lab.topic_id, "size": lab.size, "terms": list(lab.terms[:5]),
+         "titles": list(lab.titles[:2])}
+        for lab in sorted(labels, key=lambda lab: -lab.size)
+    ]  # fmt: skip
 
 
 def _remove_run_data(settings: Settings, bootstrap: str, security: dict[str, object]) -> None:
@@ -229,6 +294,15 @@ def _evolution(seen: Seen, user: str | None) -> list[dict]:
             "event_time": d["cause"]["last_event_ts"],
             "mid_term": d["interest"]["mid_term"],
             "short_term": d["interest"]["short_term"],
+            "topics": d["interest"].get("topics", []),
+            "levels": {
+                name: {
+                    "weight": level["weight"],
+                    "topic": (level.get("topics") or [{}])[0].get("label"),
+                }
+                for name, level in d["interest"].get("levels", {}).items()
+            },
+            "interests": len(d["interest"].get("interests", [])),
             "top3": [x["item_id"] for x in d["top_k"][:3]],
         }
         for d in rows
@@ -268,6 +342,29 @@ def _print_summary(s: dict) -> None:
             f"  v{row['version']:<4} after {row['events']:>3} events  {_fmt_ts(row['event_time'])}"
             f"  mid-term: {tags:<40} short-term: {short}"
         )
+        if row.get("levels"):
+            levels = "  ".join(
+                f"{name} {lv['weight']:.2f} [{lv['topic'] or '-'}]"
+                for name, lv in row["levels"].items()
+            )
+            mine = ", ".join(
+                f"#{t['id']} {t['share']:.2f}{t['change']:+.2f}" for t in row["topics"]
+            )
+            print(f"        levels: {levels}   topics: {mine}   interests: {row['interests']}")
+    if s.get("topics"):
+        print(f"topics learned online ({len(s['topics'])})")
+        for t in s["topics"][:12]:
+            titles = "; ".join(t["titles"])
+            print(f"  #{t['id']:<3} {t['size']:>4} items  {', '.join(t['terms']):<45} {titles}")
+    cold = s.get("cold_start")
+    if cold:
+        print(f"cold start: {cold.get('user', 'newcomer')} asks {cold['query']!r}")
+        if "error" in cold:
+            print(f"  no answer: {cold['error']}")
+        for p in cold.get("phrases", []):
+            print(f"  phrase {p['polarity']:<8} weight {p['weight']:.2f}  {p['text']!r}")
+        for n, x in enumerate(cold.get("top", []), 1):
+            print(f"  {n:>2}. [{x['tags']}] {x['title']}")
 
 
 def _fmt_ts(ts: float | None) -> str:

@@ -27,20 +27,25 @@ import hashlib
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from models.behaviour import Behaviour, Position
+from models.behaviour import Behaviour, EncodedPhrase, Position
 from models.catalogue import Catalogue
 from models.core import Cause, CoreParams, Delta, StepResult, new_state, restate, step
 from models.encoder.base import Encoder
+from models.interest.query import Phrase, QueryError, decompose
 from models.state import UnreadableState, UserState
 from streams import codec
 from streams.codec import DEFAULT_LIMITS, ItemTombstone, ItemUpdate, Limits, Rejected, Wakeup
 from streams.failures import InfrastructureError, internal_error, is_infrastructure
 from streams.stores.base import Store, StoredItem
 from streams.topics import Topics
+
+if TYPE_CHECKING:
+    from streams.shared_topics import SharedTopics
 
 log = logging.getLogger("interest_stream.processor")
 
@@ -177,19 +182,26 @@ class CatalogueSync:
     each batch makes every worker see every item.
     """
 
-    def __init__(self, store: Store, dim: int) -> None:
+    def __init__(self, store: Store, dim: int, topics: SharedTopics | None = None) -> None:
         self.store = store
         self.catalogue = Catalogue(dim)
+        self.topics = topics
         self._cursor = 0
 
     def refresh(self) -> list[str]:
-        """Apply changes since the last call; returns the changed item ids."""
+        """Apply changes since the last call; returns the changed item ids.
+
+        With a shared topic model, it is reloaded when items changed (the
+        items agent writes the model before the items) and when it is due.
+        """
         changes, self._cursor = self.store.items_changed_since(self._cursor)
         for item in changes:
             if item.vector is None:
                 self.catalogue.remove(item.item_id)
             else:
                 self.catalogue.upsert(item.item_id, item.vector, item.tags)
+        if self.topics is not None:
+            self.catalogue.topics = self.topics.refresh(force=bool(changes))
         return [item.item_id for item in changes]
 
 
@@ -214,9 +226,10 @@ class ItemProcessor:
             latest[item.item_id] = (item, rec)  # last write in the batch wins, as in compaction
         if not latest:
             return out
-        rows = self._embed(list(latest.values()), out, now)
+        rows, texts = self._embed(list(latest.values()), out, now)
         if not rows:
             return out
+        self._learn_topics(rows, texts)
         self.store.put_items(rows)
         self.sync.refresh()
         out.outputs.extend(self._wakeups([row.item_id for row in rows]))
@@ -228,7 +241,8 @@ class ItemProcessor:
         items: list[tuple[ItemUpdate | ItemTombstone, RawRecord]],
         out: Outcome,
         now: float,
-    ) -> list[StoredItem]:
+    ) -> tuple[list[StoredItem], dict[str, str]]:
+        """The rows to store, and the texts of the items encoded anew (by id)."""
         updates = [i for i, _ in items if isinstance(i, ItemUpdate)]
         known = self.store.get_items([u.item_id for u in updates])
         hashes = {u.item_id: self._content_hash(u.text) for u in updates}
@@ -251,7 +265,19 @@ class ItemProcessor:
             rows.append(
                 StoredItem(item.item_id, vector, item.title, item.tags, hashes[item.item_id])
             )
-        return rows
+        return rows, {u.item_id: u.text for u in todo}
+
+    def _learn_topics(self, rows: list[StoredItem], texts: dict[str, str]) -> None:
+        """Teach the shared topic model the items encoded anew and the removed ones."""
+        shared = self.sync.topics
+        if shared is None:
+            return
+        observed = [
+            (r.item_id, r.vector, texts[r.item_id])
+            for r in rows
+            if r.vector is not None and r.item_id in texts
+        ]
+        shared.learn(observed, [r.item_id for r in rows if r.vector is None])
 
     def _content_hash(self, text: str) -> str:
         return hashlib.sha1(f"{self.encoder.name}\x1f{text}".encode()).hexdigest()
@@ -325,9 +351,11 @@ class BehaviourProcessor:
         topics: Topics,
         clock: Callable[[], float] = time.time,
         limits: Limits = DEFAULT_LIMITS,
+        delta_schema: int = 2,
     ):
         self.store, self.sync, self.encoder = store, sync, encoder
         self.params, self.topics, self.clock, self.limits = params, topics, clock, limits
+        self.delta_schema = delta_schema
 
     def process(self, records: Sequence[RawRecord]) -> Outcome:
         now = self.clock()
@@ -340,6 +368,7 @@ class BehaviourProcessor:
         out = Outcome()
         batch = self._decode(records, now, out)
         self._embed_inline(batch, out)
+        self._encode_queries(batch, now, out)
         states = self.store.get_states(batch.users)
         plans = [self._apply(user, states.get(user), batch, now, out) for user in batch.users]
         self._publish([p for p in plans if p is not None], batch, out)
@@ -378,6 +407,8 @@ class BehaviourProcessor:
         texts: dict[str, str] = {}
         for events in batch.events.values():
             for e in events:
+                if e.type == "query":
+                    continue  # its text is the query, not an item's (`_encode_queries`)
                 if e.text is not None and e.item_id not in self.sync.catalogue:
                     texts.setdefault(e.item_id, e.text)
         if not texts:
@@ -392,9 +423,61 @@ class BehaviourProcessor:
             else:
                 rows.append(StoredItem(item_id, vector, texts[item_id][:200]))
         if rows:
+            if self.sync.topics is not None:
+                self.sync.topics.learn([(r.item_id, r.vector, texts[r.item_id]) for r in rows], [])
             self.store.put_items(rows)
             self.sync.refresh()
         out.count("encoded", len(rows))
+
+    def _encode_queries(self, batch: _Batch, now: float, out: Outcome) -> None:
+        """Decompose each ``query`` event into phrases and encode them with the item encoder.
+
+        A text with no interest phrase in it is a dead letter (``invalid_query``);
+        a phrase the encoder fails on makes its event ``encode_failed``.
+        """
+        decomposed: dict[Position | None, tuple[Phrase, ...] | Rejected] = {}
+        for events in batch.events.values():
+            for e in events:
+                if e.type == "query":
+                    try:
+                        decomposed[e.position] = decompose(e.text or "")
+                    except QueryError as exc:
+                        decomposed[e.position] = Rejected("invalid_query", str(exc))
+        if not decomposed:
+            return
+        texts = list(
+            dict.fromkeys(
+                p.text for ps in decomposed.values() if not isinstance(ps, Rejected) for p in ps
+            )
+        )
+        vectors = dict(zip(texts, encode_isolated(self.encoder, texts), strict=True))
+        out.count("query_phrases_encoded", len(texts))
+        for user, events in list(batch.events.items()):
+            kept = []
+            for e in events:
+                phrases = decomposed.get(e.position) if e.type == "query" else None
+                if phrases is None:
+                    kept.append(e)
+                    continue
+                failed = (
+                    [] if isinstance(phrases, Rejected) else
+                    [vectors[p.text] for p in phrases if isinstance(vectors[p.text], Exception)]
+                )  # fmt: skip
+                if isinstance(phrases, Rejected) or failed:
+                    reason = phrases if isinstance(phrases, Rejected) else Rejected(
+                        "encode_failed", f"query phrase not encoded: {failed[0]!r}"
+                    )  # fmt: skip
+                    assert e.position is not None
+                    out.dead_letter(self.topics, batch.records.pop(e.position), reason, now)
+                    continue
+                encoded = tuple(
+                    EncodedPhrase(p.text, p.polarity, p.weight, vectors[p.text]) for p in phrases
+                )
+                kept.append(replace(e, phrases=encoded))
+            if kept:
+                batch.events[user] = kept
+            else:
+                del batch.events[user]
 
     # -- apply -------------------------------------------------------------
 
@@ -547,7 +630,7 @@ class BehaviourProcessor:
             if plan.user in fenced:
                 continue
             for delta, source_ts in plan.deltas:
-                value = codec.encode_delta(delta, source_ts)
+                value = codec.encode_delta(delta, source_ts, self.delta_schema)
                 fence = (plan.user, plan.version)
                 out.outputs.append(Output(self.topics.deltas, plan.user.encode(), value, fence))
                 out.count("deltas")
@@ -606,7 +689,9 @@ def _newest_stamp(result: StepResult, batch: _Batch) -> int | None:
 
 
 def _check_finite(state: UserState) -> None:
-    if not np.isfinite(state.interest).all():
-        raise NonFiniteState(f"interest vector of user {state.user_id!r} is not finite")
+    if not all(np.isfinite(v).all() for v in state.vectors()):
+        raise NonFiniteState(f"an interest vector of user {state.user_id!r} is not finite")
+    if not all(np.isfinite(i.mass) for i in state.interests):
+        raise NonFiniteState(f"an interest weight of user {state.user_id!r} is not finite")
     if not all(np.isfinite(score) for _, score in state.top_k):
         raise NonFiniteState(f"a top-k score of user {state.user_id!r} is not finite")

@@ -16,7 +16,10 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from models.behaviour import TYPE_WEIGHTS
 from models.core import CoreParams
+from models.interest.composition import CompositionSpec
+from models.interest.levels import LevelSpec
 from models.update import InterestUpdater, TimeDecayUpdater
 from models.window import WindowSpec
 from streams.codec import Limits
@@ -88,7 +91,37 @@ class Settings:
     #: "time-decay" (the rule, ``half_life_seconds``) or the folder of an exported
     #: learned updater (``interest-stream train``), which then replaces the rule.
     updater: str = "time-decay"
+    #: Short-term (window) level's share of the ranking while the user is active.
     short_term_weight: float = 0.3
+    #: Long-term level's share while active, and after a long absence (see README "Levels").
+    long_term_weight: float = 0.1
+    long_term_return_weight: float = 0.6
+    return_scale_seconds: float = 14 * 86400.0
+    long_term_half_life_seconds: float = 180 * 86400.0
+    #: Several interests per user (1: one vector) and how they open, merge, decay, mix.
+    max_interests: int = 4
+    interest_open_below: float = 0.45
+    interest_merge_above: float = 0.85
+    interest_half_life_seconds: float = 30 * 86400.0
+    interest_temperature: float = 0.5
+    #: Per-event decay of a user's topic masses; topic model size; online topics on/off.
+    topic_decay: float = 0.9
+    max_topics: int = 32
+    topics_enabled: bool = True
+    #: Delta schema the worker writes: 2 (with the interest structure) or 1,
+    #: for consumers not yet upgraded (README "Delta contract").
+    delta_schema: int = 2
+    #: How hard a query's negative phrases push matching items down.
+    query_negative_strength: float = 2.0
+    #: How much each behaviour type moves the state (a rating scales by its stars).
+    weight_view: float = TYPE_WEIGHTS["view"]
+    weight_click: float = TYPE_WEIGHTS["click"]
+    weight_like: float = TYPE_WEIGHTS["like"]
+    weight_purchase: float = TYPE_WEIGHTS["purchase"]
+    weight_rating: float = TYPE_WEIGHTS["rating"]
+    weight_skip: float = TYPE_WEIGHTS["skip"]
+    weight_dislike: float = TYPE_WEIGHTS["dislike"]
+    weight_query: float = TYPE_WEIGHTS["query"]
     #: Bounds on a behaviour's numbers; outside them it is dead-lettered
     #: (``out_of_range``, ``ts_before_epoch``, ``ts_future``).
     max_abs_weight: float = 100.0
@@ -145,6 +178,19 @@ class Settings:
             raise SettingsError("half_life_seconds must be a positive number")
         if not 0.0 <= self.short_term_weight <= 1.0:
             raise SettingsError("short_term_weight must be within [0, 1]")
+        try:
+            self._composition(), self._levels()
+        except ValueError as exc:
+            raise SettingsError(f"interest structure: {exc}") from exc
+        if self.delta_schema not in (1, 2):
+            raise SettingsError("delta_schema must be 1 or 2")
+        if not 0.0 < self.topic_decay <= 1.0:
+            raise SettingsError("topic_decay must be within (0, 1]")
+        if self.max_topics < 1 or self.query_negative_strength < 0:
+            raise SettingsError("max_topics must be >= 1 and query_negative_strength >= 0")
+        for t, w in self.type_weights().items():
+            if not math.isfinite(w):
+                raise SettingsError(f"weight_{t} must be a finite number")
         for name in (
             "top_k", "window_events", "batch_max", "encoder_batch_size", "replication_factor"
         ):  # fmt: skip
@@ -221,8 +267,34 @@ class Settings:
             k=self.top_k,
             window=WindowSpec(self.window_events, self.window_seconds or None),
             updater=self._updater(),
-            short_term_weight=self.short_term_weight,
+            composition=self._composition(),
+            levels=self._levels(),
+            type_weights=self.type_weights(),
+            topic_decay=self.topic_decay,
+            negative_strength=self.query_negative_strength,
         )
+
+    def _composition(self) -> CompositionSpec:
+        return CompositionSpec(
+            max_interests=self.max_interests,
+            open_below=self.interest_open_below,
+            merge_above=self.interest_merge_above,
+            half_life_s=self.interest_half_life_seconds,
+            temperature=self.interest_temperature,
+        )
+
+    def _levels(self) -> LevelSpec:
+        return LevelSpec(
+            short_weight=self.short_term_weight,
+            long_weight=self.long_term_weight,
+            long_return_weight=self.long_term_return_weight,
+            return_scale_s=self.return_scale_seconds,
+            long_half_life_s=self.long_term_half_life_seconds,
+        )
+
+    def type_weights(self) -> dict[str, float]:
+        """Behaviour type -> weight: the defaults, with ``weight_<type>`` settings applied."""
+        return {t: float(getattr(self, f"weight_{t}")) for t in TYPE_WEIGHTS}
 
 
 def load_settings(env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:

@@ -274,11 +274,12 @@ def check_states(
 
 def _finite_state(state: UserState) -> list[str]:
     numbers = [
-        *np.asarray(state.interest, dtype=np.float64).ravel().tolist(),
+        *(float(x) for v in state.vectors() for x in np.asarray(v, dtype=np.float64).ravel()),
+        *(i.mass for i in state.interests),
+        *(i.hidden_ts for i in state.interests if i.hidden_ts is not None),
         *(w.ts for w in state.window), *(w.weight for w in state.window),
         *(p.ts for p in state.pending), *(p.weight for p in state.pending),
         *(score for _, score in state.top_k),
-        *([] if state.interest_ts is None else [state.interest_ts]),
     ]  # fmt: skip
     if all(math.isfinite(x) for x in numbers):
         return []

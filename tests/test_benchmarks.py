@@ -141,3 +141,59 @@ def test_fuzz_counts_every_topic_and_draws_a_chart(tmp_path: Path) -> None:
         assert counts["generated"] == counts["applied"] + counts["dead_lettered"]
         assert counts["dead_lettered"] == sum(counts["dead_lettered_by_reason"].values())
     assert out.with_suffix(".png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def _run_quick(script: str, out: Path, *extra: str) -> subprocess.CompletedProcess:
+    run = subprocess.run(
+        [sys.executable, f"benchmarks/{script}", "--quick", "--out", str(out), *extra],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    return run
+
+
+def test_topic_quality_quick_compares_online_topics_with_batch(
+    tmp_path: Path, encoder_artifact: Path
+) -> None:
+    out = tmp_path / "topic_quality.json"
+    _run_quick("topic_quality.py", out, "--encoder-cache", str(encoder_artifact.parent))
+    report = json.loads(out.read_text())
+    text = json.dumps(report)
+    assert "nmi" in text.lower() and "batch" in text.lower()
+    assert out.with_suffix(".png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_cold_start_quick_reports_query_against_most_popular(
+    tmp_path: Path, encoder_artifact: Path
+) -> None:
+    from tests.paths import require_ml100k
+
+    data = require_ml100k()
+    out = tmp_path / "cold_start.json"
+    _run_quick("cold_start.py", out, "--data", str(data), "--encoder-cache",
+               str(encoder_artifact.parent))  # fmt: skip
+    report = json.loads(out.read_text())
+    text = json.dumps(report)
+    assert "most-popular" in text and "query" in text
+
+
+def test_structure_cost_compares_every_configuration_with_the_single_vector(
+    tmp_path: Path,
+) -> None:
+    out = tmp_path / "structure_cost.json"
+    args = ["--items", "200", "--users", "3", "--events", "12", "--rounds", "1"]
+    run = subprocess.run(
+        [sys.executable, "benchmarks/structure_cost.py", *args, "--out", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert run.returncode == 0, run.stderr
+    costs = json.loads(out.read_text())["seconds_per_event"]
+    assert set(costs) == {"single-vector", "+interests", "+long-term", "full"}
+    assert costs["single-vector"]["ratio"] == 1.0
+    assert all(c["median_s"] > 0 for c in costs.values())

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from models.interest.composition import Interest
 from models.state import PendingEvent, UserState, encode_state
 from streams.stores.base import Store
 from streams.stores.sqlite import SqliteStore
@@ -70,7 +71,7 @@ def state(user: str, version: int, writer: str = "a") -> UserState:
     return UserState(
         user,
         version=version,
-        interest=np.full(4, version, dtype=np.float32),
+        interests=(Interest(np.full(4, version, dtype=np.float32), None, 1.0, None),),
         updater=writer,
         top_k=((f"i{version}", 1.0),),
         offsets={"behaviours[0]": version * 10},

@@ -26,7 +26,9 @@ def test_schema_file_substitutes_keyspace_and_replication() -> None:
         "{'class': 'NetworkTopologyStrategy', 'dc1': '3'}"
     )
     tables = [s.split()[5] for s in statements[1:]]
-    assert tables == ["ks_1.user_states", "ks_1.items", "ks_1.item_changes", "ks_1.watches"]
+    assert tables == [
+        "ks_1.user_states", "ks_1.items", "ks_1.item_changes", "ks_1.watches", "ks_1.blobs"
+    ]  # fmt: skip
     assert all("IF NOT EXISTS" in s for s in statements)
     assert not any("{" in s for s in statements[1:]), "a placeholder was left"
     assert not any("--" in s for s in statements)

@@ -18,7 +18,18 @@ from click.testing import CliRunner
 from streams.cli import main
 from tests.paths import require_ml100k
 
-COMMANDS = {"demo", "eval", "init", "models", "redrive", "settings", "snapshot", "train", "worker"}
+COMMANDS = {
+    "demo",
+    "eval",
+    "init",
+    "models",
+    "query",
+    "redrive",
+    "settings",
+    "snapshot",
+    "train",
+    "worker",
+}
 
 
 def test_python_m_streams_cli_has_every_command() -> None:

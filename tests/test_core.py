@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import random
 
 import numpy as np
@@ -11,6 +12,8 @@ import pytest
 from models.behaviour import Behaviour, Position
 from models.catalogue import Catalogue
 from models.core import CoreParams, StepResult, step
+from models.interest.composition import CompositionSpec
+from models.interest.levels import LevelSpec
 from models.state import UserState, decode_state, encode_state
 from models.update import TimeDecayUpdater
 from models.window import WindowSpec
@@ -39,7 +42,14 @@ def ev(item: str, ts: float, offset: int | None = None, type_: str = "view", **k
     )
 
 
-PARAMS = CoreParams(k=4, window=WindowSpec(max_events=5, max_age_s=48 * HOUR))
+#: The classic single-vector core: one interest, no long-term level (see
+#: tests/test_interest_structure.py for several interests and the levels).
+PARAMS = CoreParams(
+    k=4,
+    window=WindowSpec(max_events=5, max_age_s=48 * HOUR),
+    composition=CompositionSpec(max_interests=1),
+    levels=LevelSpec(long_weight=0.0, long_return_weight=0.0),
+)
 
 
 def run(events: list[Behaviour], cat: Catalogue | None = None, state=None) -> StepResult:
@@ -106,8 +116,8 @@ def test_out_of_order_arrival_gives_the_same_state() -> None:
     shuffled = events[:]
     random.Random(3).shuffle(shuffled)
     a, b = run(events).state, run(shuffled).state
-    np.testing.assert_allclose(a.interest, b.interest, rtol=1e-5, atol=1e-6)
-    assert a.interest_ts == b.interest_ts
+    np.testing.assert_allclose(a.interests[0].hidden, b.interests[0].hidden, rtol=1e-5, atol=1e-6)
+    assert a.interests[0].hidden_ts == b.interests[0].hidden_ts
     assert a.window == b.window
     assert [i for i, _ in a.top_k] == [i for i, _ in b.top_k]
 
@@ -118,7 +128,7 @@ def test_batching_does_not_change_the_state() -> None:
     s = None
     for chunk in (events[:3], events[3:4], events[4:]):
         s = run(chunk, state=s).state
-    np.testing.assert_array_equal(one.interest, s.interest)
+    np.testing.assert_array_equal(one.interests[0].hidden, s.interests[0].hidden)
     assert one.top_k == s.top_k and one.window == s.window and one.offsets == s.offsets
 
 
@@ -164,7 +174,7 @@ def test_pending_overflow_is_reported() -> None:
 def test_skip_pushes_interest_away() -> None:
     liked = run([ev("a0-0", 0.0, 0, "like")]).state
     skipped = run([ev("a0-0", 0.0, 0, "skip")]).state
-    assert liked.interest[0] > 0 > skipped.interest[0]
+    assert liked.interests[0].hidden[0] > 0 > skipped.interests[0].hidden[0]
 
 
 def test_step_does_not_mutate_inputs() -> None:
@@ -186,13 +196,13 @@ def test_same_input_same_output() -> None:
 def test_changing_the_half_life_keeps_every_users_interest() -> None:
     """The half-life is a setting, not a model: no reset, no migration."""
     s = run([ev("a0-0", 0.0, 0)]).state
-    other = CoreParams(k=4, updater=TimeDecayUpdater(half_life_s=60.0))
+    other = dataclasses.replace(PARAMS, updater=TimeDecayUpdater(half_life_s=60.0))
     r = step(s, [ev("a1-0", 10.0, 1)], catalogue(), 1e9, other)
     assert r.migrated_from is None and r.state.updater == s.updater == "time-decay"
     expected, _ = other.updater.apply(
-        s.interest, s.interest_ts, catalogue().vector("a1-0"), 1.0, 10.0
+        s.interests[0].hidden, s.interests[0].hidden_ts, catalogue().vector("a1-0"), 1.0, 10.0
     )
-    np.testing.assert_array_equal(r.state.interest, expected)
+    np.testing.assert_array_equal(r.state.interests[0].hidden, expected)
 
 
 class Doubling(TimeDecayUpdater):
@@ -206,15 +216,15 @@ class Doubling(TimeDecayUpdater):
 
 def test_changing_the_updater_replays_the_window_through_the_new_one() -> None:
     s = run([ev("a0-0", 0.0, 0), ev("a1-0", 5.0, 1)]).state
-    other = CoreParams(k=4, updater=Doubling())
+    other = dataclasses.replace(PARAMS, updater=Doubling())
     r = step(s, [ev("a2-0", 10.0, 2)], catalogue(), 1e9, other)
     assert r.migrated_from == "time-decay" and r.state.updater == "doubling"
     cat = catalogue()
     hidden, t = other.updater.initial(cat.dim), None
     for item, ts in (("a0-0", 0.0), ("a1-0", 5.0), ("a2-0", 10.0)):
         hidden, t = other.updater.apply(hidden, t, cat.vector(item), 1.0, ts)
-    np.testing.assert_allclose(r.state.interest, hidden, rtol=1e-6)
-    assert r.state.consumed == {"a0-0", "a1-0", "a2-0"} and r.state.interest_ts == 10.0
+    np.testing.assert_allclose(r.state.interests[0].hidden, hidden, rtol=1e-6)
+    assert r.state.consumed == {"a0-0", "a1-0", "a2-0"} and r.state.interests[0].hidden_ts == 10.0
     # A model change alone, with no new event, moves the user too (and re-ranks).
     moved = step(s, [], cat, 1e9, other, refresh=())
     assert moved.changed and moved.migrated_from == "time-decay"
@@ -227,7 +237,8 @@ def test_state_bytes_round_trip(events: int) -> None:
         s = run([ev(f"z{j}", float(j), j + 1) for j in range(events)], state=s).state
     back = decode_state(encode_state(s))
     assert encode_state(back) == encode_state(s)
-    np.testing.assert_array_equal(back.interest, s.interest)
+    for a, b in zip(back.vectors(), s.vectors(), strict=True):
+        np.testing.assert_array_equal(a, b)
     assert back.pending == s.pending and back.window == s.window and back.top_k == s.top_k
 
 

@@ -52,7 +52,7 @@ def _core_deltas() -> list[tuple[Delta, int | None]]:
         items.state, catalogue, 1e9 + 4, params, Cause(kind="snapshot", request_id="req-1")
     )
     nobody = restate(
-        UserState("nobody", interest=np.zeros(DIM, np.float32)),
+        UserState("nobody"),
         catalogue,
         1e9 + 5,
         params,
@@ -119,7 +119,8 @@ def _with(path: tuple, value: object) -> bytes:
         (b"[" * 100_000 + b"]" * 100_000, "invalid_json"),
         (b'{"version": ' + b"9" * 5000 + b"}", "invalid_json"),
         (b"[1, 2]", "wrong_type"),
-        (_with(("schema",), "interest-stream.delta/2"), "wrong_schema"),
+        (_with(("schema",), "interest-stream.delta/3"), "wrong_schema"),
+        (_with(("schema",), ["interest-stream.delta/2"]), "wrong_schema"),
         (_with(("user_id",), ...), "missing_field"),
         (_with(("user_id",), ""), "wrong_type"),
         (_with(("version",), "7"), "wrong_type"),

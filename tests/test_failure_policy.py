@@ -143,7 +143,7 @@ def test_every_hostile_record_is_dead_lettered_and_the_batch_goes_on(
     assert by_offset == expected
     assert_valid_users_served(out, store)
     for state in store.get_states([f"ok{u}" for u in range(3)]).values():
-        assert np.isfinite(state.interest).all()
+        assert np.isfinite(state.interests[0].hidden).all()
 
 
 @pytest.mark.parametrize(
@@ -193,7 +193,9 @@ def test_extreme_finite_weights_at_the_limit_keep_the_state_finite(
     out = worker.behaviours.process(records(values))
     assert out.counts["events"] == 3000
     state = store.get_states(["heavy"])["heavy"]
-    assert np.isfinite(state.interest).all() and all(np.isfinite(s) for _, s in state.top_k)
+    assert np.isfinite(state.interests[0].hidden).all() and all(
+        np.isfinite(s) for _, s in state.top_k
+    )
 
 
 def test_an_unreadable_state_is_never_overwritten_and_its_events_are_kept(
@@ -268,7 +270,7 @@ def test_a_non_finite_state_is_refused(
     (letter,) = letters(out)
     assert letter["reason"] == "internal_error" and "NonFiniteState" in letter["message"]
     state = store.get_states(["u"])["u"]
-    assert np.isfinite(state.interest).all() and state.events_applied == 1
+    assert np.isfinite(state.interests[0].hidden).all() and state.events_applied == 1
     assert_valid_users_served(out, store)
 
 
@@ -301,10 +303,10 @@ def test_a_failure_after_the_state_write_is_isolated_without_applying_twice(
 
     real = codec.encode_delta
 
-    def encode(delta, source_ts_ms):
+    def encode(delta, source_ts_ms, schema=2):
         if delta.user_id == "ok1":
             raise TypeError("cannot serialise")
-        return real(delta, source_ts_ms)
+        return real(delta, source_ts_ms, schema)
 
     monkeypatch.setattr(codec, "encode_delta", encode)
     out = worker.behaviours.process(records(valid_batch()))

@@ -310,8 +310,9 @@ def valid_behaviours(draw: st.DrawFn) -> list[Behaviour]:
 
 
 def _finite(state: UserState) -> None:
-    assert np.isfinite(state.interest).all(), state.interest
-    assert state.interest_ts is None or math.isfinite(state.interest_ts)
+    assert all(np.isfinite(v).all() for v in state.vectors()), state.vectors()
+    assert all(i.hidden_ts is None or math.isfinite(i.hidden_ts) for i in state.interests)
+    assert all(math.isfinite(i.mass) for i in state.interests)
     assert all(math.isfinite(s) for _, s in state.top_k), state.top_k
     assert all(math.isfinite(w.weight) and math.isfinite(w.ts) for w in state.window)
     assert all(math.isfinite(p.weight) for p in state.pending)

@@ -10,6 +10,8 @@ import pytest
 from models.behaviour import Behaviour, event_weight
 from models.catalogue import Catalogue
 from models.core import CoreParams, step
+from models.interest.composition import CompositionSpec, standardise
+from models.interest.levels import LevelSpec
 from models.learned import (
     FORMAT_VERSION,
     ArtifactError,
@@ -55,7 +57,14 @@ def _events(rng: np.random.Generator, n: int = 25) -> list[Behaviour]:
 
 
 def _params(updater: object) -> CoreParams:
-    return CoreParams(k=5, window=WindowSpec(max_events=5), updater=updater)  # type: ignore[arg-type]
+    """The cell alone: one interest, no short or long-term level (the parity the tests check)."""
+    return CoreParams(
+        k=5,
+        window=WindowSpec(max_events=5),
+        updater=updater,  # type: ignore[arg-type]
+        composition=CompositionSpec(max_interests=1),
+        levels=LevelSpec(short_weight=0.0, long_weight=0.0, long_return_weight=0.0),
+    )
 
 
 def _feed(events: list[Behaviour], cat: Catalogue, params: CoreParams, sizes: list[int]):
@@ -150,9 +159,9 @@ def test_core_event_by_event_equals_batched_cell(artefact) -> None:
     ts = np.array([e.ts for e in events])
     expected = cell.final_states([items], [weights], [ts], reps)[0]
     assert one_by_one is not None and batched is not None
-    assert one_by_one.interest.shape == (HIDDEN,)
-    np.testing.assert_allclose(one_by_one.interest, expected, atol=1e-6)
-    np.testing.assert_allclose(batched.interest, expected, atol=1e-6)
+    assert one_by_one.interests[0].hidden.shape == (HIDDEN,)
+    np.testing.assert_allclose(one_by_one.interests[0].hidden, expected, atol=1e-6)
+    np.testing.assert_allclose(batched.interests[0].hidden, expected, atol=1e-6)
     assert one_by_one.updater == updater.name
 
 
@@ -164,13 +173,17 @@ def test_core_ranks_by_the_model_score_and_state_round_trips(artefact) -> None:
     assert state is not None
     cell = updater.cell
     reps = cell.represent_many([f"m{i}" for i in range(N_ITEMS)], text)
-    scores = cell.scores(state.interest, reps)
+    scores = cell.scores(state.interests[0].hidden, reps)
     seen = {int(e.item_id[1:]) for e in events}
     order = [i for i in np.argsort(-scores, kind="stable") if i not in seen][:5]
     assert [item for item, _ in state.top_k] == [f"m{i}" for i in order]
-    np.testing.assert_allclose([s for _, s in state.top_k], scores[order], atol=1e-5)
+    # Scores are the model's, standardised over the catalogue (`models.core.scores`).
+    np.testing.assert_allclose([s for _, s in state.top_k], standardise(scores)[order], atol=1e-5)
     back = decode_state(encode_state(state))
-    assert np.array_equal(back.interest, state.interest) and back.top_k == state.top_k
+    assert (
+        np.array_equal(back.interests[0].hidden, state.interests[0].hidden)
+        and back.top_k == state.top_k
+    )
     # the readable summary still works (a direction in the catalogue's text space)
     assert results[-1].delta is not None and "mid_term" in results[-1].delta.interest
 
@@ -198,7 +211,7 @@ def test_switching_updater_restarts_interest(artefact) -> None:
     cat, events = _catalogue(text), _events(np.random.default_rng(3), n=4)
     old, _ = _feed(events[:2], cat, _params(TimeDecayUpdater()), [2])
     new = step(old, events[2:], cat, now=0.0, params=_params(LearnedUpdater.load(path))).state
-    assert new is not None and new.interest.shape == (HIDDEN,)
+    assert new is not None and new.interests[0].hidden.shape == (HIDDEN,)
     assert new.version == old.version + 1  # type: ignore[union-attr]
 
 
@@ -254,13 +267,14 @@ def test_streaming_core_matches_torch_batch_forward(tmp_path) -> None:
             torch.tensor([len(items)]),
         )[0, -1]
         scores = (model.queries(h) @ reps.T).numpy()
-    np.testing.assert_allclose(state.interest, h.numpy(), atol=1e-5)
+    np.testing.assert_allclose(state.interests[0].hidden, h.numpy(), atol=1e-5)
     ranked = [i for i in np.argsort(-scores, kind="stable") if i not in set(items)][:5]
     assert [item for item, _ in state.top_k] == [f"m{i}" for i in ranked]
-    np.testing.assert_allclose([s for _, s in state.top_k], scores[ranked], atol=1e-5)
+    z = standardise(scores)  # the core's scores: the model's, standardised over the catalogue
+    np.testing.assert_allclose([s for _, s in state.top_k], z[ranked], atol=1e-5)
 
 
 def _rank(updater: LearnedUpdater, state, cat, k: int) -> list:
     """The learned model's list, as the core asks for it (no short-term mix)."""
     short = np.zeros(cat.dim, dtype=np.float32)
-    return updater.rank(state.interest, short, cat, k, state.consumed, 0.3)
+    return updater.rank(state.interests[0].hidden, short, cat, k, state.consumed, 0.3)

@@ -102,7 +102,9 @@ def assert_deltas_replay(
         assert done == len(decoded), "every event is in some delta's batch"
         assert [x["item_id"] for x in deltas[-1]["top_k"]] == [i for i, _ in stored[user].top_k]
         assert stored[user].events_applied == len(decoded)
-        np.testing.assert_allclose(stored[user].interest, state.interest, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(
+            stored[user].interests[0].hidden, state.interests[0].hidden, rtol=1e-5, atol=1e-6
+        )
 
 
 def test_bad_records_go_to_dead_letters_and_the_worker_keeps_going(pipeline: Pipeline) -> None:
@@ -306,3 +308,40 @@ def wait_for(condition: Callable[[], bool], what: str, timeout: float = 60.0) ->
     while not condition():
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
         time.sleep(0.2)
+
+
+def test_a_query_starts_a_new_user_and_deltas_carry_the_interest_structure(
+    pipeline: Pipeline,
+) -> None:
+    """Cold start from one natural-language query, through the CLI; negatives push down."""
+    items, events = scenario("q-", users=1, events=8)
+    topics = pipeline.settings.topics
+    pipeline.send(topics.items, item_records(items))
+    pipeline.send(topics.behaviours, event_records(events))
+    # Other tests' items share the worker: same workload seed, so an id's suffix gives its tag.
+    tags = {i["item_id"].removeprefix("q-"): i["tags"][0] for i in items}
+
+    # An event-driven delta carries topics (learned online), levels and interests.
+    last = pipeline.deltas(events[0]["user_id"])[-1]
+    interest = last["interest"]
+    assert last["schema"] == codec.DELTA_SCHEMA
+    assert interest["topics"] and all(t["label"] for t in interest["topics"])
+    assert set(interest["levels"]) == {"short", "mid", "long"}
+    assert interest["interests"] and abs(sum(i["weight"] for i in interest["interests"]) - 1) < 0.01
+
+    env = {"INTEREST_STREAM_TOPIC_PREFIX": pipeline.settings.topic_prefix}
+    text = "astronauts on a starship in deep space, nothing with ghosts or haunted houses"
+    shown = CliRunner().invoke(main, ["query", "q-newcomer", text, "--bootstrap",
+                                      pipeline.bootstrap], env=env)  # fmt: skip
+    assert shown.exit_code == 0, shown.output
+    delta = json.loads(shown.stdout.splitlines()[-1])
+    phrases = delta["interest"]["query"]["phrases"]
+    assert {p["polarity"] for p in phrases} == {"positive", "negative"}
+    assert "phrase  negative" in shown.stdout
+    top = [tags.get(x["item_id"].split("-", 1)[-1], "?") for x in delta["top_k"]]
+    assert top and top.count("space") >= len(top) - 1 and "horror" not in top, top
+
+    # A query with no interest phrase in it is a dead letter, not a crash.
+    bad = CliRunner().invoke(main, ["query", "q-newcomer", "the and of", "--bootstrap",
+                                    pipeline.bootstrap], env=env)  # fmt: skip
+    assert bad.exit_code != 0 and "invalid_query" in bad.output

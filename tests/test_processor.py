@@ -231,3 +231,33 @@ def test_a_paused_worker_does_not_publish_what_a_newer_owner_superseded(
     assert outputs(resumed, TOPICS.deltas) == []
     assert resumed.counts["superseded"] == len(outputs(late, TOPICS.deltas))
     assert outputs(paused.behaviours.drop_superseded(Outcome()), TOPICS.deltas) == []
+
+
+def test_a_query_is_decomposed_encoded_and_applied_and_stores_no_item(
+    worker: Worker, store: SqliteStore
+) -> None:
+    worker.items.process(item_records(), now=NOW)
+    query = {"user_id": "newcomer", "type": "query", "ts": NOW - 10,
+             "text": "space adventures, nothing scary"}  # fmt: skip
+    rec = RawRecord(TOPICS.behaviours, 0, 0, b"newcomer", to_json_bytes(query), 1000)
+    out = worker.behaviours.process([rec])
+    (delta,) = [json.loads(o.value) for o in out.outputs if o.topic == TOPICS.deltas]
+    phrases = delta["interest"]["query"]["phrases"]
+    assert [(p["text"], p["polarity"]) for p in phrases] == [
+        ("space adventures", "positive"),
+        ("scary", "negative"),
+    ]
+    assert delta["top_k"] and out.counts["query_phrases_encoded"] == 2
+    assert store.get_items([""]) == {}, "a query's text is not an item's"
+    state = store.get_states(["newcomer"])["newcomer"]
+    assert state.events_applied == 1 and len(state.query.negatives) == 1 and not state.consumed
+
+
+def test_a_query_without_an_interest_phrase_is_a_dead_letter(worker: Worker) -> None:
+    worker.items.process(item_records(), now=NOW)
+    query = {"user_id": "u", "type": "query", "ts": NOW, "text": "the and of"}
+    rec = RawRecord(TOPICS.behaviours, 0, 5, b"u", to_json_bytes(query), 1000)
+    out = worker.behaviours.process([rec])
+    (letter,) = [json.loads(o.value) for o in out.outputs if o.topic == TOPICS.dead_letters]
+    assert letter["reason"] == "invalid_query" and letter["source"]["offset"] == 5
+    assert not [o for o in out.outputs if o.topic == TOPICS.deltas]

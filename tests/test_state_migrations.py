@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from models.behaviour import Position
+from models.behaviour import Behaviour, Position
 from models.state import (
     MIGRATIONS,
     SCHEMA_VERSION,
@@ -38,9 +38,10 @@ def test_bytes_written_by_schema_1_are_read_and_upgraded() -> None:
     assert state == UserState(
         user_id="u-fixture",
         version=7,
-        interest=state.interest,
-        interest_ts=1_700_000_300.0,
+        interests=state.interests,
+        long_term=state.long_term,
         updater="time-decay",  # was "time-decay(half_life_s=259200)"
+        last_event_ts=1_700_000_300.0,
         window=(
             WindowEntry("i1", "view", 1_700_000_000.0, 1.0),
             WindowEntry("i2", "like", 1_700_000_300.0, 3.0),
@@ -52,10 +53,54 @@ def test_bytes_written_by_schema_1_are_read_and_upgraded() -> None:
         top_k=(("i3", 0.5), ("i4", 0.25)),
         events_applied=2,
     )
-    np.testing.assert_array_equal(state.interest, np.linspace(-1, 1, 8, dtype=np.float32))
+    (only,) = state.interests
+    np.testing.assert_array_equal(only.hidden, np.linspace(-1, 1, 8, dtype=np.float32))
+    assert only.hidden_ts == only.mass_ts == 1_700_000_300.0 and only.events == 2
     upgraded = encode_state(state)
     assert struct.unpack_from("<4sH", upgraded) == (b"ISUS", SCHEMA_VERSION)
     assert encode_state(decode_state(upgraded)) == upgraded
+
+
+def test_bytes_written_by_schema_2_are_read_and_upgraded() -> None:
+    """`state_v2.bin` was written by the code of schema 2 (commit 348face), kept as is.
+
+    The one interest vector becomes the only interest (mass 1 at its time);
+    the long-term profile, topics, gap and query start empty.
+    """
+    data = (FIXTURES / "state_v2.bin").read_bytes()
+    assert struct.unpack_from("<4sH", data) == (b"ISUS", 2)
+    state = decode_state(data)
+    (only,) = state.interests
+    np.testing.assert_array_equal(only.hidden, np.linspace(-1, 1, 8, dtype=np.float32))
+    assert (only.hidden_ts, only.mass, only.mass_ts, only.events) == (
+        1_700_000_600.0,
+        1.0,
+        1_700_000_600.0,
+        2,
+    )
+    assert state.long_term.shape == (0,) and state.topics == {} and state.query is None
+    assert state.last_event_ts == 1_700_000_600.0 and state.gap_s is None
+    assert state.pending[0].position == Position("behaviours", 1, 76)
+    assert state.offsets == {"behaviours[1]": 77} and state.version == 12
+    upgraded = encode_state(state)
+    assert struct.unpack_from("<4sH", upgraded) == (b"ISUS", SCHEMA_VERSION)
+    assert encode_state(decode_state(upgraded)) == upgraded
+
+
+def test_a_migrated_state_goes_on_through_the_core() -> None:
+    """A schema-2 user keeps their interest and takes new events (no reset)."""
+    from models.catalogue import Catalogue
+    from models.core import CoreParams, step
+
+    cat = Catalogue(8)
+    for n in range(8):
+        cat.upsert(f"i{n}", np.eye(8, dtype=np.float32)[n] + 0.05)
+    state = decode_state((FIXTURES / "state_v2.bin").read_bytes())
+    ev = Behaviour("u-fixture-2", "i7", "like", 1_700_000_900.0, "e9")
+    result = step(state, [ev], cat, 0.0, CoreParams(k=3))
+    assert result.migrated_from is None and result.state.version == 13
+    assert result.state.events_applied == 3 and result.state.gap_s == 300.0
+    assert sum(i.events for i in result.state.interests) == 3
 
 
 def test_pending_positions_round_trip() -> None:

@@ -79,6 +79,7 @@ def test_trained_cell_in_the_core_matches_torch(trained) -> None:
     from models.catalogue import Catalogue
     from models.core import CoreParams, step
     from models.datasets import leave_last_out, load_movielens
+    from models.interest.composition import CompositionSpec
     from models.learned import LearnedUpdater
     from models.training.gru import FusedGru
     from models.training.sequences import gap_matrix, histories
@@ -107,7 +108,8 @@ def test_trained_cell_in_the_core_matches_torch(trained) -> None:
     for k, (i, t) in enumerate(zip(seqs.items[user], seqs.ts[user], strict=True)):
         rating = float(ratings[user][k])
         ev = Behaviour("u", f"m{log.item_ids[i]}", "rating", float(t), f"e{k}", rating=rating)
-        state = step(state, [ev], cat, now=0.0, params=CoreParams(updater=updater)).state
+        one = CoreParams(updater=updater, composition=CompositionSpec(max_interests=1))
+        state = step(state, [ev], cat, now=0.0, params=one).state
     assert state is not None
     with torch.no_grad():
         items = torch.from_numpy(seqs.items[user])[None]
@@ -119,7 +121,7 @@ def test_trained_cell_in_the_core_matches_torch(trained) -> None:
             torch.tensor([items.shape[1]]),
         )[0, -1]
     assert items.shape[1] > 100  # a long sequence: errors would accumulate
-    np.testing.assert_allclose(state.interest, h.numpy(), atol=1e-5)
+    np.testing.assert_allclose(state.interests[0].hidden, h.numpy(), atol=1e-5)
 
 
 def test_harness_evaluates_both_models(trained, tmp_path) -> None:

@@ -8,14 +8,14 @@ finite outputs on the most extreme inputs the codec lets through.
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from models.behaviour import Behaviour, event_weight
+from models.behaviour import Behaviour, EncodedPhrase, event_weight
 from models.core import CoreParams, step
+from models.interest.composition import CompositionSpec
 from models.state import decode_state, encode_state
 from models.update import InterestUpdater
 from models.window import WindowSpec
@@ -31,8 +31,14 @@ def updater(request: pytest.FixtureRequest, tmp_path: Path) -> InterestUpdater:
     return FACTORIES[request.param](tmp_path)
 
 
-def params(updater: InterestUpdater) -> CoreParams:
-    return CoreParams(k=5, window=WindowSpec(max_events=6), updater=updater)
+def params(updater: InterestUpdater, max_interests: int = 1) -> CoreParams:
+    """One interest by default: the updater's own semantics (order, migration) are checked."""
+    return CoreParams(
+        k=5,
+        window=WindowSpec(max_events=6),
+        updater=updater,
+        composition=CompositionSpec(max_interests=max_interests),
+    )
 
 
 def events(seed: int, n: int = 20, user: str = "u1") -> list[Behaviour]:
@@ -76,7 +82,7 @@ def test_state_round_trips_through_its_bytes(updater: InterestUpdater) -> None:
     for start in range(0, len(evs), 7):
         state = step(state, evs[start : start + 7], cat, 0.0, params(updater)).state
         state = decode_state(encode_state(state))
-    np.testing.assert_allclose(state.interest, straight.interest, atol=1e-6)
+    np.testing.assert_allclose(state.interests[0].hidden, straight.interests[0].hidden, atol=1e-6)
     assert state.top_k == straight.top_k and state.updater == updater.name
 
 
@@ -99,9 +105,9 @@ def test_cold_items_work_and_rank(updater: InterestUpdater) -> None:
     cold = [f"m{i}" for i in sorted(COLD)]
     evs = [Behaviour("u", item, "like", 1e9 + n, f"c{n}") for n, item in enumerate(cold)]
     state = step(None, evs, cat, 0.0, params(updater)).state
-    assert state.events_applied == len(cold) and np.isfinite(state.interest).all()
+    assert state.events_applied == len(cold) and np.isfinite(state.interests[0].hidden).all()
     assert len(state.top_k) == 5 and not set(cold) & {i for i, _ in state.top_k}
-    ranked = updater.rank(state.interest, np.zeros(cat.dim), cat, N_ITEMS, set(), 0.0)
+    ranked = updater.rank(state.interests[0].hidden, np.zeros(cat.dim), cat, N_ITEMS, set(), 0.0)
     assert set(cold) <= {i for i, _ in ranked}, "cold items can be recommended"
 
 
@@ -113,7 +119,9 @@ def test_order_independence_where_promised(updater: InterestUpdater) -> None:
     ordered = step(None, evs, cat, 0.0, params(updater)).state
     shuffled = [evs[i] for i in np.random.default_rng(0).permutation(len(evs))]
     other = step(None, shuffled, cat, 0.0, params(updater)).state
-    np.testing.assert_allclose(other.interest, ordered.interest, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        other.interests[0].hidden, ordered.interests[0].hidden, rtol=1e-5, atol=1e-6
+    )
 
 
 def test_outputs_stay_finite_at_the_limits(updater: InterestUpdater) -> None:
@@ -126,11 +134,11 @@ def test_outputs_stay_finite_at_the_limits(updater: InterestUpdater) -> None:
         for n, t in enumerate(times * 50)
     ]
     state = step(None, evs, cat, 0.0, params(updater)).state
-    assert np.isfinite(state.interest).all()
+    assert np.isfinite(state.interests[0].hidden).all()
     assert all(np.isfinite(score) for _, score in state.top_k) and state.top_k
-    scores = updater.scores(state.interest, np.zeros(cat.dim), cat, 0.3)
+    scores = updater.scores(state.interests[0].hidden, np.zeros(cat.dim), cat, 0.3)
     assert np.isfinite(scores).all()
-    assert np.isfinite(updater.query(state.interest)).all()
+    assert np.isfinite(updater.query(state.interests[0].hidden)).all()
     assert all(np.isfinite(event_weight(e)) for e in evs)
 
 
@@ -141,11 +149,30 @@ def test_a_model_change_moves_users_over(updater: InterestUpdater, tmp_path: Pat
     old = step(None, evs[:10], cat, 0.0, params(other)).state
     moved = step(old, evs[10:], cat, 0.0, params(updater))
     assert moved.migrated_from == other.name and moved.state.updater == updater.name
-    assert moved.state.interest.shape == updater.initial(cat.dim).shape
+    assert moved.state.interests[0].hidden.shape == updater.initial(cat.dim).shape
     assert moved.state.events_applied == len(evs)
-    window_only = dataclasses.replace(old, interest=updater.initial(cat.dim), interest_ts=None)
-    assert not np.array_equal(moved.state.interest, window_only.interest)
+    assert not np.array_equal(moved.state.interests[0].hidden, updater.initial(cat.dim))
 
 
 def _name(updater: InterestUpdater) -> str:
     return "learned-gru" if updater.name.startswith("learned") else "time-decay"
+
+
+def test_several_interests_work_with_every_updater(updater: InterestUpdater) -> None:
+    """Each interest is one hidden vector of the updater (a learned model's own
+    state, several "heads"); the composition ranks, the state round-trips."""
+    cat, evs = small_catalogue(), events(5, n=30)
+    state = step(None, evs, cat, 0.0, params(updater, max_interests=3)).state
+    assert 1 < len(state.interests) <= 3
+    assert sum(i.events for i in state.interests) == len(evs)
+    shape = updater.initial(cat.dim).shape
+    assert all(i.hidden.shape == shape and np.isfinite(i.hidden).all() for i in state.interests)
+    assert len(state.top_k) == 5 and all(np.isfinite(s) for _, s in state.top_k)
+    back = decode_state(encode_state(state))
+    assert back.top_k == state.top_k and len(back.interests) == len(state.interests)
+    # A query (phrases in the catalogue's text space) moves or opens interests too.
+    phrase = EncodedPhrase("like m4", 1, 1.0, cat.vector("m4"))
+    q = Behaviour("u1", "", "query", evs[-1].ts + 1, "q1", text="like m4", phrases=(phrase,))
+    after = step(state, [q], cat, 0.0, params(updater, max_interests=3)).state
+    assert after.query is not None and after.events_applied == len(evs) + 1
+    assert sum(i.events for i in after.interests) == len(evs) + 1

@@ -12,20 +12,26 @@ from __future__ import annotations
 
 import itertools
 import math
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
 
 from models.behaviour import Behaviour
 from models.catalogue import Catalogue
-from models.core import CoreParams, query_vector, step
+from models.core import CoreParams, step
+from models.core import scores as core_scores
 from models.datasets import Interactions, Split, item_texts
 from models.evaluation.metrics import evaluate
 from models.state import UserState
 from models.update import TimeDecayUpdater
 from models.window import WindowSpec
+
+if TYPE_CHECKING:
+    from models.interest.topics import OnlineTopics
 
 DAY = 86400.0
 PHASES = ("valid", "test")
@@ -232,15 +238,23 @@ class PopularityTimeDecayed(_Tuned):
 
 
 def encode_catalogue(
-    log: Interactions, encoder_cache: Path | None = None, cache_dir: Path | None = None
+    log: Interactions,
+    encoder_cache: Path | None = None,
+    cache_dir: Path | None = None,
+    *,
+    texts: Sequence[str] | None = None,
 ) -> np.ndarray:
     """[n_items, 384] all-MiniLM-L6-v2 embeddings of `models.datasets.item_texts`.
 
     The export is made (or found) by ``ensure_exported(encoder_cache)``; the
     embeddings are cached in ``cache_dir`` (default: ``item-embeddings`` next
     to the default encoder cache), keyed by the export manifest and the texts
-    (`models.encoder.embedding_cache`).
+    (`models.encoder.embedding_cache`). ``texts`` (one per item, in dense
+    order) replaces the title-and-genres lines, for a catalogue whose items
+    have a text of their own (the synthetic workload's).
     """
+    if texts is not None and len(texts) != log.n_items:
+        raise ValueError(f"{len(texts)} texts for {log.n_items} items")
     try:
         from models.encoder import ensure_exported
         from models.encoder.embedding_cache import cached_embeddings
@@ -250,17 +264,16 @@ def encode_catalogue(
         artifact = ensure_exported(encoder_cache)
     except Exception as exc:
         raise ModelUnavailable(f"no ONNX export of all-MiniLM-L6-v2: {exc}") from exc
-    return cached_embeddings(item_texts(log), artifact, cache_dir)
+    return cached_embeddings(list(texts or item_texts(log)), artifact, cache_dir)
 
 
 class TimeDecayCore(_Tuned):
     """The time-decayed rule, replayed through the workers' pure core (`models.core.step`).
 
     Each user's training events go through ``step`` in micro-batches in time
-    order; for "test" the validation event is one more step. Scores are the
-    dot products of every catalogue row with `models.core.query_vector`, the
-    query ``step`` ranks with. Item vectors are the MiniLM embeddings of title
-    and genres.
+    order; for "test" the validation event is one more step. Scores are
+    `models.core.scores`, what ``step`` ranks with. Item vectors are the
+    MiniLM embeddings of title and genres.
 
     Parameters
     ----------
@@ -279,6 +292,19 @@ class TimeDecayCore(_Tuned):
         [n_items, dim] item vectors; None encodes the catalogue (`encode_catalogue`).
     encoder_cache
         Folder of the ONNX export (None: the encoder's default cache).
+    base
+        The core's other settings (interests, levels, ...); the grid sets its
+        updater and short-term weight. None: the workers' defaults.
+    topics
+        The catalogue's topic model (`models.interest.topics.OnlineTopics`),
+        already fed the items, or None. It never changes a score, only the
+        delta's summary, so it costs time per event but moves no metric.
+
+    Attributes
+    ----------
+    cost
+        After `fit`, of the chosen settings' replay: ``replay_s`` (wall time in
+        ``step``), ``events`` applied and ``steps`` (calls), ``ms_per_event``.
     """
 
     deterministic = True
@@ -294,8 +320,12 @@ class TimeDecayCore(_Tuned):
         embeddings: np.ndarray | None = None,
         encoder_cache: Path | None = None,
         name: str = "time-decay-core",
+        base: CoreParams | None = None,
+        topics: OnlineTopics | None = None,
     ) -> None:
         self.name = name
+        self.base = base or CoreParams()
+        self.topics = topics
         self.grid = {
             "half_life_days": tuple(half_lives_days),
             "event_type": tuple(event_types),
@@ -312,6 +342,8 @@ class TimeDecayCore(_Tuned):
         }
         self.tuning = []
         self._replays: dict[tuple[float, str], dict[str, list[UserState | None]]] = {}
+        self._costs: dict[tuple[float, str], dict[str, float]] = {}
+        self.cost: dict[str, float] = {}
         self._key: tuple[float, str] = (math.inf, "rating")
         self._core = CoreParams()
         self._log: Interactions | None = None
@@ -325,30 +357,49 @@ class TimeDecayCore(_Tuned):
         self.catalogue = Catalogue(vectors.shape[1])
         for i, item_id in enumerate(log.item_ids):
             self.catalogue.upsert(item_id, vectors[i], log.genres[i])
+        self.catalogue.topics = self.topics
         # The catalogue's own (unit) rows, in dense order.
         self._matrix = np.stack([self.catalogue.vector(i) for i in log.item_ids])
         # split.train[u] is a prefix of the user's sequence: ratings line up by position.
         self._ratings = log.sequence_ratings()
-        self._replays = {}
+        self._replays, self._costs = {}, {}
         self._tune(split, seed)
         self._replays = {self._key: self._replays[self._key]}  # free the others
+        self.cost = self._costs[self._key]
 
     def _configure(self, half_life_days: float, event_type: str, short_term_weight: float) -> None:
         self._key = (half_life_days, event_type)
-        self._core = CoreParams(
+        base = self.base
+        short = min(short_term_weight, 1.0 - base.levels.long_weight)
+        self._core = replace(
+            base,
             window=self.window,
             updater=TimeDecayUpdater(half_life_s=half_life_days * DAY),
-            short_term_weight=short_term_weight,
+            levels=replace(base.levels, short_weight=short),
         )
         if self._key not in self._replays:
-            self._replays[self._key] = self._replay(self._core, event_type)
+            self._replays[self._key], self._costs[self._key] = self._replay(self._core, event_type)
 
-    def _replay(self, params: CoreParams, event_type: str) -> dict[str, list[UserState | None]]:
-        """Per phase, per user: the state after the phase's history."""
+    def time_replay(self, users: Sequence[int]) -> dict[str, float]:
+        """The time in ``step`` of replaying ``users`` again with the chosen settings.
+
+        The states are dropped; for timing variants against each other in
+        the same conditions (interleaved, repeated), apart from the tuning.
+        """
+        return self._replay(self._core, self._key[1], users)[1]
+
+    def _replay(
+        self, params: CoreParams, event_type: str, users: Sequence[int] | None = None
+    ) -> tuple[dict[str, list[UserState | None]], dict[str, float]]:
+        """Per phase, per user (all, or ``users``): the state after the phase's history.
+
+        And the wall time spent in ``step``, with the events and calls.
+        """
         assert self._log is not None and self._split is not None
         log, split = self._log, self._split
         out: dict[str, list[UserState | None]] = {"valid": [], "test": []}
-        for u in range(split.n_users):
+        spent, applied, steps = 0.0, 0, 0
+        for u in range(split.n_users) if users is None else users:
             user_id = log.user_ids[u]
             events = [
                 _behaviour(user_id, log.item_ids[i], event_type, t, f"{u}:{j}", r)
@@ -359,7 +410,10 @@ class TimeDecayCore(_Tuned):
             state: UserState | None = None
             for start in range(0, len(events), self.batch_size):
                 batch = events[start : start + self.batch_size]
+                t0 = time.perf_counter()
                 state = step(state, batch, self.catalogue, batch[-1].ts, params).state
+                spent += time.perf_counter() - t0
+                applied, steps = applied + len(batch), steps + 1
             out["valid"].append(state)
             if split.valid[u] >= 0:
                 j = len(events)
@@ -371,18 +425,33 @@ class TimeDecayCore(_Tuned):
                     f"{u}:{j}",
                     self._ratings[u][j] if j < len(self._ratings[u]) else None,
                 )
+                t0 = time.perf_counter()
                 state = step(state, [event], self.catalogue, event.ts, params).state
+                spent += time.perf_counter() - t0
+                applied, steps = applied + 1, steps + 1
             out["test"].append(state)
-        return out
+        cost = {
+            "replay_s": round(spent, 4),
+            "events": applied,
+            "steps": steps,
+            "ms_per_event": round(1000.0 * spent / max(applied, 1), 5),
+        }
+        return out, cost
+
+    @property
+    def core_params(self) -> CoreParams:
+        """The core's settings in use (after `fit`: the chosen ones)."""
+        return self._core
 
     def scores(self, users: np.ndarray, phase: str) -> np.ndarray:
         states = self._replays[self._key][phase]
-        queries = np.zeros((len(users), self._matrix.shape[1]), dtype=np.float32)
+        out = np.zeros((len(users), self._matrix.shape[0]), dtype=np.float32)
         for row, u in enumerate(users):
             state = states[int(u)]
             if state is not None:
-                queries[row] = query_vector(state, self.catalogue, self._core)
-        return queries @ self._matrix.T
+                s = core_scores(state, self.catalogue, self._core)
+                out[row] = np.where(np.isfinite(s), s, -1e9)
+        return out
 
 
 def _behaviour(

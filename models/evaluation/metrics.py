@@ -1,4 +1,4 @@
-"""Full-catalogue next-item metrics: HR@k, NDCG@k, MRR and coverage@k.
+"""Full-catalogue next-item metrics: HR@k, NDCG@k, MRR, coverage@k, recall@n, diversity@k.
 
 Every item of the catalogue is a candidate except those the user had before
 the target (no sampled negatives). The target itself is never excluded, even
@@ -9,6 +9,10 @@ candidates scoring *at least* as high. A model that gives many items the
 same score gains nothing from it, and a constant model ranks every target
 last. NaN scores count as -inf. Top-k lists (for coverage) are ordered by
 score, then by item index.
+
+With one target per user, recall@n (the share of a user's relevant items in
+their top n) is HR@n: the share of targets ranked within the n best.
+Intra-list diversity is `intra_list_diversity` of each top-k list.
 
 >>> scores = np.array([[0.9, 0.5, 0.7, 0.1]])
 >>> seen = np.array([[True, False, False, False]])
@@ -22,7 +26,8 @@ score, then by item index.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import itertools
+from collections.abc import Callable, Collection, Sequence
 
 import numpy as np
 
@@ -83,6 +88,35 @@ def top_k(scores: np.ndarray, seen: np.ndarray, k: int) -> np.ndarray:
     return out
 
 
+def intra_list_diversity(lists: np.ndarray, genres: Sequence[Collection[str]]) -> np.ndarray:
+    """Per row of item indices (-1 pads), 1 - the mean pairwise Jaccard of the items' genre sets.
+
+    Intra-list diversity (Ziegler et al. 2005, with the Jaccard distance of
+    genre sets): 0 when all items share the same genres, 1 when no two share
+    any. Jaccard rather than "distinct genres in the list" because items have
+    several genres (a MovieLens film has 1 to 6): a list of ten
+    "Action|Adventure|Sci-Fi|War" films names four genres but holds one kind
+    of film, and a distinct count rises with the genres per item rather than
+    with how different the items are. Two items with no genres count as
+    alike; a row with fewer than two items is NaN (no pairs).
+
+    >>> genres = [("Comedy",), ("Comedy", "Drama"), ("Horror",), ()]
+    >>> intra_list_diversity(np.array([[0, 1, 2], [0, 0, -1], [3, -1, -1]]), genres).round(3)
+    array([0.833, 0.   ,   nan])
+    """
+    sets = [frozenset(g) for g in genres]
+    out = np.full(len(lists), np.nan)
+    for row, items in enumerate(np.asarray(lists, dtype=np.int64)):
+        kept = [sets[i] for i in items if i >= 0]
+        if len(kept) < 2:
+            continue
+        alike = [
+            len(a & b) / len(a | b) if a | b else 1.0 for a, b in itertools.combinations(kept, 2)
+        ]
+        out[row] = 1.0 - float(np.mean(alike))
+    return out
+
+
 def summarize_ranks(ranks: np.ndarray, k: int = 10) -> dict[str, float]:
     """HR@k, NDCG@k (one relevant item: 1/log2(rank+1)) and MRR (1/rank, uncut)."""
     ranks = np.asarray(ranks, dtype=np.float64)
@@ -120,13 +154,30 @@ class MetricAccumulator:
     n_items
         Catalogue size (the coverage denominator).
     k
-        Cut-off of HR, NDCG and coverage.
+        Cut-off of HR, NDCG, coverage and diversity.
+    recall_at
+        Further cut-offs n: the result gets ``recall@n`` for each (HR@n).
+    genres
+        Per item, its genres; when given, the result gets ``diversity``, the
+        mean over users of `intra_list_diversity` of their top-k lists.
     """
 
-    def __init__(self, n_items: int, k: int = 10) -> None:
+    def __init__(
+        self,
+        n_items: int,
+        k: int = 10,
+        *,
+        recall_at: Sequence[int] = (),
+        genres: Sequence[Collection[str]] | None = None,
+    ) -> None:
+        if genres is not None and len(genres) != n_items:
+            raise ValueError(f"genres has {len(genres)} entries, want {n_items}")
         self.n_items = n_items
         self.k = k
+        self.recall_at = tuple(int(n) for n in recall_at)
+        self.genres = genres
         self._ranks: list[np.ndarray] = []
+        self._diversity: list[np.ndarray] = []
         self._recommended = np.zeros(n_items, dtype=bool)
 
     def update(self, scores: np.ndarray, targets: np.ndarray, seen: np.ndarray) -> None:
@@ -139,17 +190,70 @@ class MetricAccumulator:
         self._ranks.append(rank_targets(scores, targets, seen))
         lists = top_k(scores, seen, self.k)
         self._recommended[lists[lists >= 0]] = True
+        if self.genres is not None:
+            self._diversity.append(intra_list_diversity(lists, self.genres))
 
     @property
     def ranks(self) -> np.ndarray:
+        """Per user so far, the target's rank (1-based)."""
         return np.concatenate(self._ranks) if self._ranks else np.zeros(0, dtype=np.int64)
 
+    @property
+    def diversity(self) -> np.ndarray:
+        """Per user so far, the intra-list diversity of their top k (NaN: none defined)."""
+        if not self._diversity:
+            return np.full(self.ranks.size, np.nan)
+        return np.concatenate(self._diversity)
+
     def result(self) -> dict[str, float]:
-        """hr, ndcg, mrr, coverage (distinct items in all top-k lists / n_items), users."""
-        out = summarize_ranks(self.ranks, self.k)
+        """hr, ndcg, mrr, coverage (distinct items in all top-k lists / n_items), users.
+
+        Plus ``recall@n`` for each of ``recall_at`` and, with genres, ``diversity``.
+        """
+        ranks = self.ranks
+        out = summarize_ranks(ranks, self.k)
         out["coverage"] = float(self._recommended.sum() / self.n_items)
-        out["users"] = int(self.ranks.size)
+        for n in self.recall_at:
+            out[f"recall@{n}"] = float((ranks <= n).mean()) if ranks.size else float("nan")
+        if self.genres is not None:
+            d = self.diversity
+            out["diversity"] = float(np.nanmean(d)) if np.isfinite(d).any() else float("nan")
+        out["users"] = int(ranks.size)
         return out
+
+
+def accumulate(
+    score_fn: Callable[[np.ndarray, str], np.ndarray],
+    split: Split,
+    phase: str,
+    *,
+    users: np.ndarray | None = None,
+    k: int = 10,
+    chunk: int = 512,
+    recall_at: Sequence[int] = (),
+    genres: Sequence[Collection[str]] | None = None,
+) -> MetricAccumulator:
+    """Score ``phase`` ("valid" or "test") targets with ``score_fn(users, phase)``.
+
+    Users are taken ``chunk`` at a time; each chunk's [users, n_items] scores
+    are masked with the items the user had before the target (the train
+    items, plus the validation item for "test"). The accumulator holds the
+    per-user ranks and diversities (for paired comparisons) besides the means.
+    """
+    if users is None:
+        users = split.eval_users()
+    targets = split.target(phase)
+    acc = MetricAccumulator(split.n_items, k, recall_at=recall_at, genres=genres)
+    for start in range(0, len(users), chunk):
+        batch = np.asarray(users[start : start + chunk], dtype=np.int64)
+        scores = np.asarray(score_fn(batch, phase))
+        if scores.shape != (len(batch), split.n_items):
+            raise ValueError(
+                f"scores have shape {scores.shape}, want {(len(batch), split.n_items)}"
+            )
+        seen = seen_mask([split.history(int(u), phase) for u in batch], split.n_items)
+        acc.update(scores, targets[batch], seen)
+    return acc
 
 
 def evaluate(
@@ -160,24 +264,10 @@ def evaluate(
     users: np.ndarray | None = None,
     k: int = 10,
     chunk: int = 512,
+    recall_at: Sequence[int] = (),
+    genres: Sequence[Collection[str]] | None = None,
 ) -> dict[str, float]:
-    """Score ``phase`` ("valid" or "test") targets with ``score_fn(users, phase)``.
-
-    Users are taken ``chunk`` at a time; each chunk's [users, n_items] scores
-    are masked with the items the user had before the target (the train
-    items, plus the validation item for "test").
-    """
-    if users is None:
-        users = split.eval_users()
-    targets = split.target(phase)
-    acc = MetricAccumulator(split.n_items, k)
-    for start in range(0, len(users), chunk):
-        batch = np.asarray(users[start : start + chunk], dtype=np.int64)
-        scores = np.asarray(score_fn(batch, phase))
-        if scores.shape != (len(batch), split.n_items):
-            raise ValueError(
-                f"scores have shape {scores.shape}, want {(len(batch), split.n_items)}"
-            )
-        seen = seen_mask([split.history(int(u), phase) for u in batch], split.n_items)
-        acc.update(scores, targets[batch], seen)
-    return acc.result()
+    """The metrics of `accumulate` (`MetricAccumulator.result`)."""
+    return accumulate(
+        score_fn, split, phase, users=users, k=k, chunk=chunk, recall_at=recall_at, genres=genres
+    ).result()

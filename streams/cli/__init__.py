@@ -1,6 +1,6 @@
 """The ``interest-stream`` command line: one click group, a module per family of commands.
 
-- `streams.cli.pipeline`: ``worker``, ``init``, ``snapshot``, ``redrive``,
+- `streams.cli.pipeline`: ``worker``, ``init``, ``snapshot``, ``query``, ``redrive``,
   ``settings`` (run and operate the pipeline on Kafka and a store);
 - `streams.cli.demo`: ``demo`` (the whole pipeline on a replayed stream);
 - `streams.cli.encoder`: ``models export`` (the ONNX encoder);
@@ -22,7 +22,7 @@ import click
 from streams.cli.demo import demo
 from streams.cli.encoder import models_group
 from streams.cli.evaluate import eval_command
-from streams.cli.pipeline import init, redrive, show_settings, snapshot, worker
+from streams.cli.pipeline import init, query, redrive, show_settings, snapshot, worker
 from streams.cli.train import train_command
 
 
@@ -32,6 +32,7 @@ def main() -> None:
 
 
 for _command in (
-    worker, init, snapshot, redrive, demo, models_group, show_settings, eval_command, train_command,
+    worker, init, snapshot, query, redrive, demo, models_group, show_settings, eval_command,
+    train_command,
 ):  # fmt: skip
     main.add_command(_command)

@@ -1,4 +1,4 @@
-"""Commands that run and operate the pipeline: worker, init, snapshot, redrive, settings.
+"""Commands that run and operate the pipeline: worker, init, snapshot, query, redrive, settings.
 
 Each imports its Kafka, Faust and store modules inside the command, so
 ``interest-stream --help`` and the offline commands load none of them.
@@ -89,6 +89,42 @@ def snapshot(users: tuple[str, ...], bootstrap: str | None, timeout: float) -> N
         raise click.ClickException(str(exc)) from exc
     for user in dict.fromkeys(users):
         click.echo(json.dumps(answers[user]))
+
+
+@click.command()
+@click.argument("user")
+@click.argument("text")
+@click.option("--bootstrap", help="Kafka bootstrap servers (required here).")
+@click.option("--timeout", type=float, default=30.0, show_default=True)
+def query(user: str, text: str, bootstrap: str | None, timeout: float) -> None:
+    """Publish a natural-language query for USER and print their resulting list.
+
+    TEXT is decomposed by the worker into interest phrases with a polarity
+    ("funny space adventures, nothing scary"); positive phrases join the
+    user's interests, negative ones push matching items down. Prints the
+    phrases, then one line per recommended item, then the delta as JSON.
+    """
+    from kafka.errors import KafkaError
+
+    from streams.security import kafka_security
+    from streams.snapshot import send_query
+
+    settings = effective_settings(bootstrap_servers=bootstrap)
+    if not settings.bootstrap_servers:
+        raise click.UsageError("query needs --bootstrap or INTEREST_STREAM_BOOTSTRAP_SERVERS")
+    try:
+        delta = send_query(
+            settings, settings.bootstrap_servers, user, text, timeout=timeout,
+            **kafka_security(settings),
+        )  # fmt: skip
+    except (TimeoutError, LookupError, ValueError, KafkaError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    phrases = (delta.get("interest") or {}).get("query", {}).get("phrases", [])
+    for p in phrases:
+        click.echo(f"phrase  {p['polarity']:<8} {p['weight']:.2f}  {p['text']}")
+    for rank, item in enumerate(delta.get("top_k", []), 1):
+        click.echo(f"{rank:>4}. {item['item_id']}  {item['score']:.3f}")
+    click.echo(json.dumps(delta))
 
 
 @click.command()

@@ -58,6 +58,38 @@ append that crosses a multiple of ``max(100, feed_retention // 10)`` deletes
 the older ones with one range delete. A reader whose cursor fell behind the
 retained entries sees a gap (the first entry after its cursor is not
 ``cursor + 1``) and resyncs with a full scan, as a fresh worker does.
+
+Shared-model blobs
+------------------
+``blobs`` holds one row per name: ``version``, ``data`` and ``write_id`` (a
+fresh uuid per write attempt). ``put_blob`` is a lightweight transaction:
+``INSERT ... IF NOT EXISTS`` for version 1, ``UPDATE ... IF version = :seen``
+after it. A blob is shared by every worker of every data centre, so, like the
+feed, its transactions and reads are always SERIAL (with LOCAL_SERIAL two data
+centres could each accept a different version 2). ``get_blob`` is a SERIAL
+read: it sees the latest committed write and settles an in-flight one, so the
+version it returns is the one a writer's next compare-and-set must name.
+
+A write whose outcome is unknown (``WriteTimeout``, which is also how
+Cassandra reports Paxos contention past ``cas_contention_timeout``, or a
+client-side timeout) is settled the way state writes are: a SERIAL read of
+``version, write_id`` finds it applied (one of this call's write ids at the
+new version), beaten (any other version or write id: None is returned), or
+not applied (the version is still the expected one: it is tried again). After
+`_MAX_ROUNDS` unsettled rounds `StoreContentionError` is raised.
+
+Size: each version rewrites the whole blob, and a Paxos round keeps a second
+copy of the proposal in ``system.paxos`` until it is compacted away, so a blob
+is written twice per update. What bounds a blob is the request: Cassandra 5.0
+refuses a CQL message above ``native_transport_max_message_size``, which when
+unset is ``max_mutation_size`` (half of ``commitlog_segment_size``: 16 MiB
+with the default 32 MiB segments, 8 MiB with the 16 MiB segments of
+``deploy/cassandra/cassandra.yaml``), or less on a small heap (at most 2.5%
+of it per client address). Too large a blob is refused at once with
+``InvalidRequest`` ("CQL Message of size ... exceeds allowed maximum"), never
+half-written. On the deploy/ node a 7.5 MiB blob is written and an 8 MiB one
+refused; blobs of a few MiB are well within the defaults (a 2 MiB write and
+read take ~0.2 s each there).
 """
 
 from __future__ import annotations
@@ -66,6 +98,7 @@ import logging
 import re
 import ssl
 import time
+import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -74,7 +107,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from cassandra import ConsistencyLevel, OperationTimedOut, WriteTimeout
+from cassandra import ConsistencyLevel, OperationTimedOut, ReadTimeout, WriteTimeout
 from cassandra.auth import PlainTextAuthProvider
 from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile, Session
 from cassandra.concurrent import execute_concurrent
@@ -92,8 +125,9 @@ from cassandra.query import (
 )
 
 from models.state import UnreadableState, UserState, encode_state, read_state
+from streams.failures import InfrastructureError
 from streams.settings import Settings
-from streams.stores.base import StoredItem
+from streams.stores.base import StoredBlob, StoredItem, check_blob_name, check_blob_write
 from streams.stores.replication import DEFAULT_REPLICATION
 from streams.stores.replication import replication_cql as replication_cql_of
 
@@ -111,10 +145,12 @@ _FEED_CHUNK = 100
 _MAX_ROUNDS = 32
 #: A compare-and-set that failed with these may or may not have committed.
 _UNKNOWN_OUTCOME = (WriteTimeout, OperationTimedOut)
+#: A serial read that failed with these may be retried (it settles nothing itself).
+_READ_TIMEOUTS = (ReadTimeout, WriteTimeout, OperationTimedOut)
 
 
-class StoreContentionError(RuntimeError):
-    """A compare-and-set kept losing to concurrent writers."""
+class StoreContentionError(InfrastructureError):
+    """A compare-and-set kept losing to concurrent writers (retried as infrastructure)."""
 
 
 @dataclass
@@ -562,7 +598,55 @@ class CassandraStore:
         rows = _firsts(self._concurrent([(self._get_item, (i,)) for i in ids]))
         return {i: _item(r) for i, r in zip(ids, rows, strict=True) if r}
 
-    # -- lifecycle -----------------------------------------------------------
+    # -- shared-model blobs ------------------------------------------------
+
+    def get_blob(self, name: str) -> StoredBlob | None:
+        check_blob_name(name)
+        row = self._execute(self._get_blob, (name,)).one()
+        if not row or row["version"] is None:
+            return None
+        return StoredBlob(name, int(row["version"]), bytes(row["data"] or b""))
+
+    def put_blob(self, name: str, data: bytes, expected_version: int) -> StoredBlob | None:
+        data = check_blob_write(name, data, expected_version)
+        version = expected_version + 1
+        attempts: set[uuid.UUID] = set()
+        unsettled = False
+        last_error: Exception | None = None
+        for _ in range(_MAX_ROUNDS):
+            if unsettled:
+                # A SERIAL read completes or kills the timed-out round: after it,
+                # no earlier attempt of ours can still land.
+                try:
+                    row = self._execute(self._blob_fence, (name,)).one()
+                except _READ_TIMEOUTS as exc:
+                    last_error = exc
+                    continue
+                stored = row["version"] if row else None
+                if stored == version and row["write_id"] in attempts:
+                    return StoredBlob(name, version, data)
+                if (stored or 0) != expected_version:
+                    return None
+                unsettled = False
+            write_id = uuid.uuid4()
+            attempts.add(write_id)
+            now = datetime.now(UTC)
+            if expected_version == 0:
+                statement, params = self._insert_blob, (name, data, write_id, now)
+            else:
+                statement = self._update_blob
+                params = (version, data, write_id, now, name, expected_version)
+            try:
+                result = self._execute(statement, params)
+            except _UNKNOWN_OUTCOME as exc:
+                log.warning("blob %s: CAS to version %d outcome unknown: %r", name, version, exc)
+                last_error = exc
+                unsettled = True
+                continue
+            return StoredBlob(name, version, data) if result.was_applied else None
+        raise StoreContentionError(
+            f"could not settle the write of blob {name!r} version {version}"
+        ) from last_error
 
     def drop_keyspace(self) -> None:
         """Drop this store's keyspace and all its data (throwaway test keyspaces)."""
@@ -645,6 +729,22 @@ class CassandraStore:
         self._feed_trim = self._prep(f"DELETE FROM {feed} WHERE feed = ? AND seq <= ?", w)
         self._feed_range = self._prep(
             f"SELECT seq, item_id FROM {feed} WHERE feed = ? AND seq > ? AND seq <= ?", g, g
+        )
+        # Blobs are global too: SERIAL (see the module docstring).
+        blobs = f"{ks}.blobs"
+        self._get_blob = self._prep(f"SELECT version, data FROM {blobs} WHERE name = ?", g, g)
+        self._blob_fence = self._prep(f"SELECT version, write_id FROM {blobs} WHERE name = ?", g, g)
+        self._insert_blob = self._prep(
+            f"INSERT INTO {blobs} (name, version, data, write_id, updated_at) "
+            "VALUES (?, 1, ?, ?, ?) IF NOT EXISTS",
+            w,
+            g,
+        )
+        self._update_blob = self._prep(
+            f"UPDATE {blobs} SET version = ?, data = ?, write_id = ?, updated_at = ? "
+            "WHERE name = ? IF version = ?",
+            w,
+            g,
         )
 
     def _prep(self, cql: str, consistency: int, serial: int | None = None) -> PreparedStatement:

@@ -3,6 +3,12 @@
 Why SQLite: it ships with Python (no extra native wheel), a transaction
 makes a micro-batch of states atomic, ``synchronous=FULL`` makes a commit
 durable, and a conditional upsert gives the version fence in one statement.
+
+Shared-model blobs live in the ``blobs`` table of the same file; a
+compare-and-set is one conditional statement in a ``BEGIN IMMEDIATE``
+transaction, so two stores on one file (two processes, say) serialise on
+SQLite's write lock and exactly one of two writers of the same version wins.
+A database made before the table existed gains it when a store opens it.
 """
 
 from __future__ import annotations
@@ -17,7 +23,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from models.state import UnreadableState, UserState, encode_state, read_state
-from streams.stores.base import StoredItem
+from streams.stores.base import StoredBlob, StoredItem, check_blob_name, check_blob_write
 
 if TYPE_CHECKING:
     from streams.settings import Settings
@@ -43,6 +49,11 @@ CREATE TABLE IF NOT EXISTS watches (
     PRIMARY KEY (item_id, user_id)
 );
 CREATE INDEX IF NOT EXISTS watches_by_user ON watches (user_id);
+CREATE TABLE IF NOT EXISTS blobs (
+    name TEXT PRIMARY KEY,
+    version INTEGER NOT NULL,
+    data BLOB NOT NULL
+);
 """
 
 _UPSERT_STATE = """
@@ -163,6 +174,31 @@ class SqliteStore:
                 for item_id, user_id in rows:
                     out.setdefault(item_id, set()).add(user_id)
         return out
+
+    def get_blob(self, name: str) -> StoredBlob | None:
+        check_blob_name(name)
+        with self._lock:
+            row = self._db.execute(
+                "SELECT version, data FROM blobs WHERE name = ?", (name,)
+            ).fetchone()
+        return None if row is None else StoredBlob(name, row[0], bytes(row[1]))
+
+    def put_blob(self, name: str, data: bytes, expected_version: int) -> StoredBlob | None:
+        data = check_blob_write(name, data, expected_version)
+        version = expected_version + 1
+        with self._lock, self._transaction():
+            if expected_version == 0:
+                cur = self._db.execute(
+                    "INSERT INTO blobs (name, version, data) VALUES (?, 1, ?) "
+                    "ON CONFLICT (name) DO NOTHING",
+                    (name, data),
+                )
+            else:
+                cur = self._db.execute(
+                    "UPDATE blobs SET version = ?, data = ? WHERE name = ? AND version = ?",
+                    (version, data, name, expected_version),
+                )
+        return StoredBlob(name, version, data) if cur.rowcount == 1 else None
 
     def ping(self, timeout: float = 5.0) -> None:
         # Waiting for the lock is part of the answer: a writer holding it

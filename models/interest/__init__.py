@@ -1,0 +1,1 @@
+"""The interest structure: topics, several interests, queries, levels (pure, no I/O)."""
