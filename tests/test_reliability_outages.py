@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 
 from deploy.engines import cassandra, kafka
-from deploy.engines.common import EngineInfo
+from deploy.engines.common import EngineError, EngineInfo
 from streams.admin import ensure_topics
 from streams.ports import free_port
 from streams.settings import Settings
@@ -76,14 +76,30 @@ def dedicated_engines(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Engi
     home = tmp_path_factory.mktemp("outage-engines")
     with pytest.MonkeyPatch.context() as env, ThreadPoolExecutor(2) as pool:
         env.setenv(STORAGE_PORT_ENV, str(free_port()))
-        started_kafka = pool.submit(kafka.start, home, free_port())
-        started_cassandra = pool.submit(cassandra.start, home, free_port())
+        started_kafka = pool.submit(_start_on_free_ports, kafka.start, home)
+        started_cassandra = pool.submit(_start_on_free_ports, cassandra.start, home)
         engines = Engines(home, started_kafka.result(), started_cassandra.result())
     try:
         yield engines
     finally:
         kafka.stop(home)
         cassandra.stop(home)
+
+
+def _start_on_free_ports(start: Callable[..., EngineInfo], home: Path) -> EngineInfo:
+    """``start(home, port)``, again on new ports when one was taken meanwhile.
+
+    Two engines starting side by side pick free ports and bind them later; a
+    port the other engine's JVM took in between (an ephemeral RMI port, say)
+    is refused at launch, and a fresh pick is the fix.
+    """
+    for attempt in range(3):
+        try:
+            return start(home, free_port())
+        except EngineError as exc:
+            if "already in use" not in str(exc) or attempt == 2:
+                raise
+    raise AssertionError("unreachable")
 
 
 def _rig(engines: Engines, tmp_path: Path, encoder_artifact: Path) -> Rig:
