@@ -11,6 +11,7 @@ MovieLens files.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -127,6 +128,7 @@ ON_TAG_SHARE = 0.85  # share of a user's events drawn from their current tag
 _ON_TYPES, _ON_P = ("view", "click", "like", "purchase"), (0.60, 0.22, 0.15, 0.03)
 _OFF_TYPES, _OFF_P = ("view", "click", "skip"), (0.50, 0.15, 0.35)
 MEAN_GAP_S = 45 * 60.0  # mean gap between two events of one user (plus 30 s)
+SHIFT_KINDS: tuple[str, ...] = ("sudden", "gradual", "recurring")
 
 
 @dataclass(frozen=True)
@@ -138,6 +140,11 @@ class Drift:
     ts: float  # event time (epoch seconds) of that event
     from_tag: str
     to_tag: str
+    #: "sudden"; "gradual" (the new tag's share ramps up over ``span`` events from
+    #: ``event_index``); "recurring" (a move that is undone later) or "return" (the
+    #: move back of a recurring shift: ``from_tag`` and ``to_tag`` swapped).
+    kind: str = "sudden"
+    span: int = 1  # events from the first touched by the shift to the first fully on ``to_tag``
 
 
 @dataclass(frozen=True)
@@ -182,6 +189,8 @@ def synthetic_workload(
     drift_fraction: float = 0.5,
     seed: int = 7,
     start_ts: float = 1_700_000_000.0,
+    shift_kinds: Sequence[str] | None = None,
+    gradual_span: int = 20,
 ) -> Workload:
     """A seeded catalogue of tagged items and users whose interest may drift.
 
@@ -189,6 +198,21 @@ def synthetic_workload(
     switch to another tag at an event index between 40% and 70% of their
     events. About 85% of events are items of the user's current tag (while
     unseen ones remain), the rest are other tags; nobody gets an item twice.
+
+    ``shift_kinds`` (default None: every shift is sudden, and the output is
+    that of earlier versions, byte for byte) gives each drifting user a kind
+    drawn uniformly from it (`SHIFT_KINDS`):
+
+    - ``sudden``: the current tag switches at the shift;
+    - ``gradual``: the new tag's share of the current tag ramps up linearly
+      over ``gradual_span`` events (event ``shift + j`` is on the new tag
+      with probability ``(j + 1) / gradual_span``), the old one fading out;
+    - ``recurring``: a sudden move between 30% and 45% of the events, and a
+      sudden move back after a stay of 20% to 30% of them (two `Drift`
+      records: ``recurring``, then ``return``).
+
+    The other users never shift. Each `Drift` records the first event the
+    shift touches (index and time), its kind and span.
 
     >>> w = synthetic_workload(users=4, items_per_tag=5, events_per_user=6, seed=1)
     >>> w.description
@@ -206,6 +230,11 @@ def synthetic_workload(
         raise ValueError(f"drift_fraction must be in [0, 1], got {drift_fraction}")
     if users < 0 or items_per_tag < 1 or events_per_user < 0:
         raise ValueError("users and events_per_user must be >= 0, items_per_tag >= 1")
+    kinds = None if shift_kinds is None else tuple(shift_kinds)
+    if kinds is not None and (not kinds or not set(kinds) <= set(SHIFT_KINDS)):
+        raise ValueError(f"shift_kinds must be a non-empty choice of {SHIFT_KINDS}, got {kinds}")
+    if gradual_span < 1:
+        raise ValueError("gradual_span must be >= 1")
     rng = np.random.default_rng(seed)
     items: list[dict] = []
     by_tag: dict[str, list[str]] = {tag: [] for tag in TAGS}
@@ -226,14 +255,25 @@ def synthetic_workload(
         user_id = f"u{u + 1:03d}"
         primary = TAGS[int(rng.integers(len(TAGS)))]
         shift, target = n, primary
+        kind, back = "sudden", n  # back: first event of the move back (recurring only)
         if u in drifting and n >= 2:
             shift = int(rng.integers(max(1, int(0.4 * n)), max(2, int(0.7 * n)) + 1))
             others = [t for t in TAGS if t != primary]
             target = others[int(rng.integers(len(others)))]
+            if kinds is not None:  # extra draws only here: the default output stays as it was
+                kind = kinds[int(rng.integers(len(kinds)))]
+                if kind == "recurring":
+                    shift = int(rng.integers(max(1, int(0.3 * n)), max(2, int(0.45 * n)) + 1))
+                    stay = int(rng.integers(max(1, int(0.2 * n)), max(2, int(0.3 * n)) + 1))
+                    back = shift + stay
+        span = gradual_span if kind == "gradual" else 1
         unseen = {tag: list(ids) for tag, ids in by_tag.items()}
         t = start_ts + float(rng.exponential(MEAN_GAP_S))
         for k in range(n):
-            tag = primary if k < shift else target
+            if kind == "gradual" and shift <= k < shift + span:
+                tag = target if rng.random() < (k - shift + 1) / span else primary
+            else:
+                tag = primary if k < shift or k >= back else target
             if not unseen[tag] or rng.random() >= ON_TAG_SHARE:  # off-tag (or tag used up)
                 others = [o for o in TAGS if o != tag and unseen[o]] or [tag]
                 pick = others[int(rng.integers(len(others)))]
@@ -246,7 +286,9 @@ def synthetic_workload(
                            "type": types[int(rng.choice(len(types), p=p))], "ts": ts,
                            "event_id": f"e-{user_id}-{k:04d}"})  # fmt: skip
             if k == shift:
-                drifts.append(Drift(user_id, k, ts, primary, target))
+                drifts.append(Drift(user_id, k, ts, primary, target, kind, span))
+            elif k == back:
+                drifts.append(Drift(user_id, k, ts, target, primary, "return"))
             t += 30.0 + float(rng.exponential(MEAN_GAP_S))
     events.sort(key=lambda e: e["ts"])
     description = (

@@ -173,6 +173,11 @@ def test_cli_ablation_usage_errors(tmp_path: Path) -> None:
     assert empty.exit_code == 2 and "nothing to run" in empty.output
     mixed = runner.invoke(main, ["eval", "--ablation", "--models", "most-popular"])
     assert mixed.exit_code == 2 and "--models" in mixed.output
+    # The plain benchmark refuses the ablation's options rather than ignoring them.
+    stray = runner.invoke(main, ["eval", "--half-lives", "1", "--data", str(tmp_path)])
+    assert stray.exit_code == 2 and "--half-lives apply only with --ablation" in stray.output
+    bad_spec = runner.invoke(main, ["eval", "--ablation", "--composition", "open_below=2"])
+    assert bad_spec.exit_code == 2 and "open_below" in bad_spec.output
 
 
 def test_an_unknown_variant_is_an_error() -> None:

@@ -1,7 +1,8 @@
 """The ablation of the interest structure: the full core, then each part switched off.
 
 Every variant is the time-decay core (`models.evaluation.baselines.TimeDecayCore`)
-with the workers' default `models.core.CoreParams` and one part taken away:
+with the workers' default `models.core.CoreParams` (or the ``base`` given to
+`run_ablation`) and one part taken away:
 
 - ``full``: several interests, short/mid/long-term levels, the topic model;
 - ``no-multi``: one interest (``max_interests = 1``);
@@ -48,9 +49,6 @@ if TYPE_CHECKING:
     from models.interest.topics import OnlineTopics
 
 log_ = logging.getLogger(__name__)
-
-#: The metrics of a variant's row, in table order (``recall@n`` is filled in).
-METRICS = ("hr", "ndcg", "recall", "diversity", "coverage", "mrr")
 
 
 @dataclass(frozen=True)
@@ -173,6 +171,7 @@ def run_ablation(
     bootstrap: int = 2000,
     timing_users: int = 200,
     timing_repeats: int = 3,
+    tie_mass_half_life: bool = False,
     progress: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Run ``variants`` (None: all registered) on each dataset; write ablation.json and .md.
@@ -181,9 +180,11 @@ def run_ablation(
     ``seed`` seeds the topic model, the timed users and the bootstrap. A
     variant that raises is recorded as "failed" with its traceback; the
     others go on. The cost per event is timed after all variants are fitted:
-    ``timing_users`` users replayed again per variant, ``timing_repeats``
-    rounds interleaved across variants, the fastest round kept (the least
-    disturbed by whatever else runs on the machine).
+    ``timing_users`` users replayed again per variant, the variants taking
+    turns user by user, ``timing_repeats`` rounds, the fastest round kept
+    (the least disturbed by whatever else runs on the machine). With
+    ``tie_mass_half_life`` the interests' mass half-life follows the tuned
+    updater half-life (`TimeDecayCore`'s option of that name).
     """
     from models.evaluation.report import write_ablation_reports
 
@@ -205,10 +206,11 @@ def run_ablation(
             f"of their top {k}",
             "cost": f"wall time in models.core.step per event, training events in "
             f"micro-batches of {batch_size} then the validation event alone, of up to "
-            f"{timing_users} users replayed again, fastest of {timing_repeats} rounds "
-            "interleaved across variants",
+            f"{timing_users} users replayed again, variants taking turns user by user, "
+            f"fastest of {timing_repeats} rounds",
             "tuning": f"updater half-life (days) from {list(half_lives_days)} on validation "
-            "NDCG, per variant",
+            "NDCG, per variant"
+            + ("; the interests' mass half-life set to it" if tie_mass_half_life else ""),
             "base": _describe(base),
             "seed": seed,
         },
@@ -220,7 +222,7 @@ def run_ablation(
             f"{data.log.n_rows} events")  # fmt: skip
         report["datasets"][data.name] = _run_dataset(
             data, names, base, tuple(half_lives_days), k, recall_at, batch_size, seed, bootstrap,
-            (timing_users, timing_repeats), say,
+            (timing_users, timing_repeats), tie_mass_half_life, say,
         )  # fmt: skip
     report["wall_s"] = round(time.perf_counter() - started, 2)
     if out_dir is not None:
@@ -239,6 +241,7 @@ def _run_dataset(
     seed: int,
     bootstrap: int,
     timing: tuple[int, int],
+    tie: bool,
     say: Callable[[str], None],
 ) -> dict[str, Any]:
     log = data.log
@@ -257,7 +260,7 @@ def _run_dataset(
         try:
             entry, model, test = _fit_variant(
                 variant, data, split, base, grid, k, recall_at, batch_size, seed,
-                topics if variant.topics else None,
+                topics if variant.topics else None, tie,
             )  # fmt: skip
         except Exception:
             entries[name] = {"status": "failed", "reason": traceback.format_exc()}
@@ -273,7 +276,7 @@ def _run_dataset(
     for name, cost in time_variants(fitted, sample, timing[1]).items():
         entries[name]["cost"] = {
             **cost,
-            "fit_replay_ms_per_event": fitted[name].cost["ms_per_event"],
+            "fit_replay_ms_per_event": round(fitted[name].cost["ms_per_event"], 5),
         }
         say(f"{data.name} {name}: {cost['ms_per_event']:.3f} ms/event")
     out: dict[str, Any] = {
@@ -320,6 +323,7 @@ def _fit_variant(
     batch_size: int,
     seed: int,
     topics: OnlineTopics | None,
+    tie: bool = False,
 ) -> tuple[dict[str, Any], TimeDecayCore, MetricAccumulator]:
     """One variant fitted (its half-life tuned on validation) and scored on both phases."""
     params = variant.change(base)
@@ -332,6 +336,7 @@ def _fit_variant(
         embeddings=data.embeddings,
         base=params,
         topics=topics,
+        tie_mass_half_life=tie,
         name=variant.name,
     )
     t0 = time.perf_counter()
@@ -352,6 +357,7 @@ def _fit_variant(
             "long_weight": core.levels.long_weight,
             "long_return_weight": core.levels.long_return_weight,
             "max_interests": core.composition.max_interests,
+            "mass_half_life_s": core.composition.half_life_s,
             "topics": topics is not None,
         },
         "tuning": model.tuning,
@@ -364,16 +370,33 @@ def time_variants(
 ) -> dict[str, dict[str, float]]:
     """Per fitted model, the fastest of ``repeats`` rounds of `TimeDecayCore.time_replay`.
 
-    Rounds go over the models in turn, so a slow spell on the machine falls
-    on every model alike rather than on one.
+    Within a round the models take turns user by user (the order rotating),
+    so a busy spell on the machine falls on every model alike rather than
+    on whichever ran then; the fastest round is the least disturbed.
     """
+    names = list(models)
+    rounds = max(repeats, 1)
     best: dict[str, dict[str, float]] = {}
-    for _ in range(max(repeats, 1)):
-        for name, model in models.items():
-            cost = model.time_replay(users.tolist())
-            if name not in best or cost["replay_s"] < best[name]["replay_s"]:
-                best[name] = cost
-    return {n: {**c, "users": len(users), "repeats": max(repeats, 1)} for n, c in best.items()}
+    for r in range(rounds):
+        spent = dict.fromkeys(names, 0.0)
+        counts = {n: [0, 0] for n in names}
+        for j, u in enumerate(users.tolist()):
+            shift = (j + r) % len(names) if names else 0
+            for name in names[shift:] + names[:shift]:
+                cost = models[name].time_replay([u])
+                spent[name] += cost["replay_s"]
+                counts[name][0] += cost["events"]
+                counts[name][1] += cost["steps"]
+        for name in names:
+            if name not in best or spent[name] < best[name]["replay_s"]:
+                events, steps = counts[name]
+                best[name] = {
+                    "replay_s": round(spent[name], 4),
+                    "events": events,
+                    "steps": steps,
+                    "ms_per_event": round(1000.0 * spent[name] / max(events, 1), 5),
+                }
+    return {n: {**c, "users": len(users), "repeats": rounds} for n, c in best.items()}
 
 
 def _rename(result: dict[str, float], recall_at: int) -> dict[str, float]:

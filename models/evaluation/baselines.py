@@ -299,6 +299,9 @@ class TimeDecayCore(_Tuned):
         The catalogue's topic model (`models.interest.topics.OnlineTopics`),
         already fed the items, or None. It never changes a score, only the
         delta's summary, so it costs time per event but moves no metric.
+    tie_mass_half_life
+        Set the interests' mass half-life (``CompositionSpec.half_life_s``)
+        to the updater's at every grid point, instead of keeping the base's.
 
     Attributes
     ----------
@@ -322,10 +325,12 @@ class TimeDecayCore(_Tuned):
         name: str = "time-decay-core",
         base: CoreParams | None = None,
         topics: OnlineTopics | None = None,
+        tie_mass_half_life: bool = False,
     ) -> None:
         self.name = name
         self.base = base or CoreParams()
         self.topics = topics
+        self.tie_mass_half_life = tie_mass_half_life
         self.grid = {
             "half_life_days": tuple(half_lives_days),
             "event_type": tuple(event_types),
@@ -371,11 +376,15 @@ class TimeDecayCore(_Tuned):
         self._key = (half_life_days, event_type)
         base = self.base
         short = min(short_term_weight, 1.0 - base.levels.long_weight)
+        composition = base.composition
+        if self.tie_mass_half_life:
+            composition = replace(composition, half_life_s=half_life_days * DAY)
         self._core = replace(
             base,
             window=self.window,
             updater=TimeDecayUpdater(half_life_s=half_life_days * DAY),
             levels=replace(base.levels, short_weight=short),
+            composition=composition,
         )
         if self._key not in self._replays:
             self._replays[self._key], self._costs[self._key] = self._replay(self._core, event_type)
@@ -431,10 +440,10 @@ class TimeDecayCore(_Tuned):
                 applied, steps = applied + 1, steps + 1
             out["test"].append(state)
         cost = {
-            "replay_s": round(spent, 4),
+            "replay_s": spent,
             "events": applied,
             "steps": steps,
-            "ms_per_event": round(1000.0 * spent / max(applied, 1), 5),
+            "ms_per_event": 1000.0 * spent / max(applied, 1),
         }
         return out, cost
 

@@ -49,21 +49,29 @@ def _floats(text: str) -> list[float]:
     return values
 
 
-def _composition(text: str | None) -> dict[str, float]:
-    """``KEY=VALUE,...`` overrides of `models.interest.composition.CompositionSpec`."""
+def _composition(text: str | None) -> tuple[dict[str, float], bool]:
+    """``KEY=VALUE,...`` overrides of `models.interest.composition.CompositionSpec`.
+
+    And whether ``half_life_s=updater`` asked the mass half-life to follow
+    the tuned updater half-life.
+    """
     from dataclasses import fields
 
     from models.interest.composition import CompositionSpec
 
     known = {f.name: f.type for f in fields(CompositionSpec)}
     out: dict[str, float] = {}
+    tie = False
     for part in _names(text):
         key, _, value = part.partition("=")
-        key = key.strip()
-        if key not in known or not value.strip():
+        key, value = key.strip(), value.strip()
+        if key not in known or not value:
             raise click.BadParameter(
                 f"want KEY=VALUE with KEY one of {', '.join(known)}, got {part!r}"
             )
+        if key == "half_life_s" and value == "updater":
+            tie = True
+            continue
         try:
             out[key] = int(value) if key == "max_interests" else float(value)
         except ValueError as exc:
@@ -72,7 +80,7 @@ def _composition(text: str | None) -> dict[str, float]:
         CompositionSpec(**out)
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from exc
-    return out
+    return out, tie
 
 
 def _names(text: str | None) -> list[str]:
@@ -128,7 +136,8 @@ def _names(text: str | None) -> list[str]:
     "--composition",
     metavar="KEY=VALUE,...",
     help="With --ablation: CompositionSpec settings for every variant instead of the "
-    "defaults, e.g. 'open_below=0.6,temperature=0.25' (no-multi keeps max_interests=1).",
+    "defaults, e.g. 'open_below=0.6,temperature=0.25' (no-multi keeps max_interests=1); "
+    "'half_life_s=updater' makes the interests' mass half-life follow the tuned one.",
 )
 def eval_command(
     data: Path | None,
@@ -168,8 +177,14 @@ def eval_command(
             list_models,
         )  # fmt: skip
         return
-    if variants or composition:
-        raise click.UsageError("--variants and --composition apply only with --ablation")
+    ctx = click.get_current_context()
+    given = [
+        f"--{name.replace('_', '-')}"
+        for name in ("variants", "synthetic", "half_lives", "composition")
+        if ctx.get_parameter_source(name) not in (None, click.core.ParameterSource.DEFAULT)
+    ]
+    if given:
+        raise click.UsageError(f"{', '.join(given)} apply only with --ablation")
     if list_models:
         click.echo("\n".join(MODELS))
         return
@@ -241,7 +256,8 @@ def _ablation(
         raise click.UsageError("nothing to run: give --data and/or --synthetic")
     grid = _floats(half_lives)
     defaults = CoreParams()
-    base = replace(defaults, composition=replace(defaults.composition, **_composition(composition)))
+    overrides, tie = _composition(composition)
+    base = replace(defaults, composition=replace(defaults.composition, **overrides))
     seed = seeds[0] if seeds else 0
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     started = time.perf_counter()
@@ -272,6 +288,7 @@ def _ablation(
         out,
         base=base,
         half_lives_days=grid,
+        tie_mass_half_life=tie,
         seed=seed,
         progress=lambda line: click.echo(line, err=True),
     )
