@@ -15,9 +15,10 @@ import numpy as np
 
 from models.behaviour import TYPE_WEIGHTS, Behaviour, event_weight
 from models.catalogue import Catalogue
-from models.interest import composition, levels
+from models.interest import composition, levels, shift
 from models.interest.composition import CompositionSpec, Interest
 from models.interest.levels import LevelSpec
+from models.interest.shift import DetectorState, ShiftSpec
 from models.interest.topics import shares, update_user_topics
 from models.ranking import Ranked, top_k
 from models.state import LastQuery, PendingEvent, QueryPhrase, UserState, WindowEntry
@@ -50,6 +51,8 @@ class CoreParams:
         How many recent event ids are remembered to apply duplicates once.
     max_pending
         How many events may wait for a missing item embedding.
+    shift
+        The interest-shift detector (`models.interest.shift`), or None: off.
     """
 
     k: int = 10
@@ -62,6 +65,7 @@ class CoreParams:
     negative_strength: float = 2.0
     dedup_ids: int = 512
     max_pending: int = 256
+    shift: ShiftSpec | None = field(default_factory=ShiftSpec)
 
     @property
     def short_term_weight(self) -> float:
@@ -180,6 +184,9 @@ def step(
         offsets=run.offsets,
         pending=tuple(pending),
         events_applied=state.events_applied + run.count,
+        shift_detector=None if run.detector is None else run.detector.to_tuple(),
+        shifts=run.shifts,
+        last_shift_ts=run.last_shift_ts,
     )
     new = replace(new, top_k=tuple(rank(new, catalogue, params)))
     cause = Cause(
@@ -189,9 +196,11 @@ def step(
         last_event_ts=max(run.applied_ts) if run.applied_ts else None,
     )
     summary = interest_summary(new, catalogue, params, before=state)
+    if run.flagged:
+        summary["shift"] = {**run.flagged[-1], "flags": len(run.flagged), "total": run.shifts}
     delta = diff(state.top_k, new.top_k, new, now, cause, summary)
-    if delta is None and any(e.type == "query" for e in run.applied):
-        # A query is answered even when the list stays: its phrases are news.
+    if delta is None and (run.flagged or any(e.type == "query" for e in run.applied)):
+        # A query is answered, and a shift told, even when the list stays: they are news.
         delta = replace(restate(new, catalogue, now, params, cause), interest=summary)
     return StepResult(
         new,
@@ -364,7 +373,9 @@ def _mid_scores(state: UserState, catalogue: Catalogue, params: CoreParams) -> n
     if not per:
         return None
     w = composition.weights(state.interests, state.last_event_ts, params.composition)[kept]
-    return composition.compose(per, w / w.sum(), params.composition.temperature)
+    return composition.compose(
+        per, w / w.sum(), params.composition.temperature, params.composition.mode
+    )
 
 
 def _short_scores(state: UserState, catalogue: Catalogue, params: CoreParams) -> np.ndarray | None:
@@ -390,7 +401,9 @@ def _short_scores(state: UserState, catalogue: Catalogue, params: CoreParams) ->
     if not per:
         return None
     shares_ = np.array(mass) / sum(mass)
-    return composition.compose(per, shares_, params.composition.temperature)
+    return composition.compose(
+        per, shares_, params.composition.temperature, params.composition.mode
+    )
 
 
 def mid_direction(state: UserState, params: CoreParams) -> np.ndarray:
@@ -448,6 +461,11 @@ def interest_summary(
             for t, share in shares(state.topics, n=3)
             if t in topics.topics()
         ]
+        out["next"] = [
+            {"id": t, "label": topics.label(t).text, "share": round(share, 3)}
+            for t, share in next_topics(state, catalogue, params)
+            if t in topics.topics()
+        ]
     if state.query is not None:
         out["query"] = {
             "text": state.query.text,
@@ -461,6 +479,50 @@ def interest_summary(
             ],
         }
     return out
+
+
+#: `next_topics`: the share of the prediction that comes from the user's list
+#: (the rest is the user's topic mix). Measured by benchmarks/next_interest.py.
+NEXT_LIST_SHARE = 0.1
+
+
+def next_topics(
+    state: UserState, catalogue: Catalogue, params: CoreParams, n: int = 3,
+    list_share: float = NEXT_LIST_SHARE,
+) -> list[tuple[int, float]]:  # fmt: skip
+    """The ``n`` topics the user's next events are predicted in, with shares, best first.
+
+    The core's list is its prediction of the next items: each listed item's
+    topic counts ``1 / log2(rank + 2)`` (the list normalised to sum to 1),
+    blended with the user's own topic mix (``UserState.topics``) as
+    ``list_share`` to ``1 - list_share``. Empty without a topic model or
+    before any event. ``params`` is unused today (kept for predictors that
+    read the core's settings).
+    """
+    topics = catalogue.topics
+    if topics is None:
+        return []
+    mass: dict[int, float] = {}
+    listed = [
+        (topics.topic_of(item), 1.0 / np.log2(r + 2)) for r, (item, _) in enumerate(state.top_k)
+    ]
+    listed = [(t, w) for t, w in listed if t is not None]
+    total = sum(w for _, w in listed)
+    mix = shares(state.topics, n=len(state.topics))
+    share = list_share if mix else 1.0
+    if total > 0:
+        for t, w in listed:
+            mass[t] = mass.get(t, 0.0) + share * w / total
+    else:
+        share = 0.0
+    for t, s in mix:
+        mass[t] = mass.get(t, 0.0) + (1.0 - share) * s
+    norm = sum(mass.values())
+    if norm <= 0:
+        return []
+    positive = [(t, m) for t, m in mass.items() if m > 0]
+    best = sorted(positive, key=lambda tm: (-tm[1], tm[0]))[: max(n, 0)]
+    return [(t, m / norm) for t, m in best]
 
 
 def _readable(vec: np.ndarray, catalogue: Catalogue) -> dict[str, object]:
@@ -488,6 +550,12 @@ class _Run:
         self.last_ts, self.gap_s = state.last_event_ts, state.gap_s
         self.query = state.query
         self.window = state.window
+        self.detector = (
+            None if state.shift_detector is None else DetectorState.from_tuple(state.shift_detector)
+        )
+        self.shifts, self.last_shift_ts = state.shifts, state.last_shift_ts
+        #: The shifts flagged in this step, readable (the delta's ``interest.shift``).
+        self.flagged: list[dict[str, object]] = []
         self.consumed = set(state.consumed)
         self.recent_ids = list(state.recent_event_ids)
         self._seen = set(self.recent_ids) | {p.event_id for p in state.pending}
@@ -548,8 +616,33 @@ class _Run:
             topic = topics.assign(vec) if topic is None else topic
             self.topics = update_user_topics(self.topics, topic, weight, params.topic_decay)
         self.window = slide(self.window, WindowEntry(item_id, type_, ts, weight), params.window)
+        if weight > 0 and params.shift is not None:
+            self._watch_shift(event_id, ts, params.shift)
         self.consumed.add(item_id)
         self._mark(event_id, ts)
+
+    def _watch_shift(self, event_id: str, ts: float, spec: ShiftSpec) -> None:
+        """Feed the window's block distance to the detector; on a flag, record before/after."""
+        signal = shift.block_distance(self.window, self.catalogue, spec)
+        if signal is None:
+            return
+        self.detector, flagged = shift.observe(self.detector, signal, spec)
+        if not flagged:
+            return
+        pair = shift.blocks(self.window, self.catalogue, spec)
+        assert pair is not None  # the signal came from the same blocks
+        recent, reference = pair
+        self.shifts += 1
+        self.last_shift_ts = ts
+        self.flagged.append(
+            {
+                "event_id": event_id,
+                "ts": ts,
+                "signal": round(signal, 4),
+                "before": _readable(reference, self.catalogue),
+                "after": _readable(recent, self.catalogue),
+            }
+        )
 
     def apply_query(self, event: Behaviour, weight: float) -> None:
         """Positive phrases become (or move) interests; negative ones are kept to push down."""

@@ -39,9 +39,10 @@ import numpy as np
 
 from models.behaviour import Position
 from models.interest.composition import Interest
+from models.interest.shift import DetectorState
 from models.ranking import Ranked
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 _MAGIC = b"ISUS"
 _PREFIX = struct.Struct("<4sHI")
 
@@ -133,6 +134,11 @@ class UserState:
         Events waiting for their item's embedding.
     top_k
         The last published recommendation list, best first.
+    shift_detector
+        The shift detector's state (`models.interest.shift.DetectorState.to_tuple`),
+        or None before its first observation.
+    shifts, last_shift_ts
+        Interest shifts flagged so far, and the event time of the latest.
     """
 
     user_id: str
@@ -152,6 +158,9 @@ class UserState:
     pending: tuple[PendingEvent, ...] = ()
     top_k: tuple[Ranked, ...] = ()
     events_applied: int = 0
+    shift_detector: tuple[float, ...] | None = None
+    shifts: int = 0
+    last_shift_ts: float | None = None
 
     def watched_items(self) -> set[str]:
         """Items whose change concerns this user: pending or recommended."""
@@ -227,6 +236,11 @@ def encode_state(state: UserState) -> bytes:
         ],
         "top_k": [[item, score] for item, score in state.top_k],
         "events_applied": state.events_applied,
+        "shift": {
+            "detector": None if state.shift_detector is None else list(state.shift_detector),
+            "flags": state.shifts,
+            "last_ts": state.last_shift_ts,
+        },
     }
     raw = json.dumps(header, separators=(",", ":"), sort_keys=True).encode()
     vectors = b"".join(np.ascontiguousarray(v, dtype="<f4").tobytes() for v in state.vectors())
@@ -289,11 +303,21 @@ def decode_state(data: bytes) -> UserState:
             ),
             top_k=tuple((item, score) for item, score in h["top_k"]),
             events_applied=h["events_applied"],
+            shift_detector=_detector(h["shift"]["detector"]),
+            shifts=int(h["shift"]["flags"]),
+            last_shift_ts=h["shift"]["last_ts"],
         )
     except StateDecodeError:
         raise
     except (KeyError, TypeError, ValueError, AttributeError, RecursionError) as exc:
         raise StateDecodeError(f"corrupt state header: {type(exc).__name__}: {exc}") from exc
+
+
+def _detector(values: Any) -> tuple[float, ...] | None:
+    """A stored detector state, checked (`DetectorState.from_tuple` raises ValueError)."""
+    if values is None:
+        return None
+    return DetectorState.from_tuple(values).to_tuple()
 
 
 def _position(position: Position | None) -> list[Any] | None:
@@ -324,8 +348,14 @@ def _v2_to_v3(header: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _v3_to_v4(header: dict[str, Any]) -> dict[str, Any]:
+    """The shift detector starts fresh: no observation, no flag yet."""
+    return {**header, "shift": {"detector": None, "flags": 0, "last_ts": None}}
+
+
 #: Header migrations: ``MIGRATIONS[n]`` turns a schema-n header into a schema-(n+1) one.
 MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {
     1: _v1_to_v2,
     2: _v2_to_v3,
+    3: _v3_to_v4,
 }

@@ -282,6 +282,47 @@ def _summary(
             None,
         ),
         "example_evolution": _evolution(seen, user),
+        "shifts": _shifts(workload, seen),
+    }
+
+
+#: A flag within this many of the user's events after a known drift detects it.
+SHIFT_TOLERANCE = 30
+
+
+def _shifts(workload: Workload, seen: Seen) -> dict:
+    """The shift flags on the deltas against the workload's known drifts (if any)."""
+    index = {}
+    per_user: Counter[str] = Counter()
+    for event in workload.events:
+        index[event["event_id"]] = per_user[event["user_id"]]
+        per_user[event["user_id"]] += 1
+    flags: dict[str, list[int]] = {}
+    example = None
+    for _, d in seen.deltas:
+        flag = d["interest"].get("shift")
+        if flag is None or flag["event_id"] not in index:
+            continue
+        flags.setdefault(d["user_id"], []).append(index[flag["event_id"]])
+        example = example or {"user_id": d["user_id"], **flag}
+    delays = []
+    matched: set[tuple[str, int]] = set()
+    for drift in workload.drifts:
+        hits = [
+            at for at in flags.get(drift.user_id, [])
+            if drift.event_index <= at < drift.event_index + SHIFT_TOLERANCE
+        ]  # fmt: skip
+        if hits:
+            delays.append(hits[0] - drift.event_index)
+            matched.add((drift.user_id, hits[0]))
+    total = sum(len(v) for v in flags.values())
+    return {
+        "flags": total,
+        "known_drifts": len(workload.drifts),
+        "detected": len(delays),
+        "median_delay_events": sorted(delays)[len(delays) // 2] if delays else None,
+        "other_flags": total - len(matched),
+        "example": example,
     }
 
 
@@ -351,6 +392,21 @@ def _print_summary(s: dict) -> None:
                 f"#{t['id']} {t['share']:.2f}{t['change']:+.2f}" for t in row["topics"]
             )
             print(f"        levels: {levels}   topics: {mine}   interests: {row['interests']}")
+    shifts = s.get("shifts")
+    if shifts:
+        line = f"shift flags         {shifts['flags']}"
+        if shifts["known_drifts"]:
+            line += (
+                f"; {shifts['detected']} of {shifts['known_drifts']} known shifts detected"
+                f" (median delay {shifts['median_delay_events']} events),"
+                f" {shifts['other_flags']} other flags"
+            )
+        print(line)
+        ex = shifts.get("example")
+        if ex:
+            before = ", ".join(t for t, _ in ex["before"]["tags"][:2])
+            after = ", ".join(t for t, _ in ex["after"]["tags"][:2])
+            print(f"  e.g. {ex['user_id']} at {_fmt_ts(ex['ts'])}: {before} -> {after}")
     if s.get("topics"):
         print(f"topics learned online ({len(s['topics'])})")
         for t in s["topics"][:12]:

@@ -20,6 +20,7 @@ from models.behaviour import TYPE_WEIGHTS
 from models.core import CoreParams
 from models.interest.composition import CompositionSpec
 from models.interest.levels import LevelSpec
+from models.interest.shift import ShiftSpec
 from models.update import InterestUpdater, TimeDecayUpdater
 from models.window import WindowSpec
 from streams.codec import Limits
@@ -99,15 +100,22 @@ class Settings:
     return_scale_seconds: float = 14 * 86400.0
     long_term_half_life_seconds: float = 180 * 86400.0
     #: Several interests per user (1: one vector) and how they open, merge, decay, mix.
-    max_interests: int = 4
-    interest_open_below: float = 0.45
+    max_interests: int = 12
+    interest_open_below: float = 0.7
     interest_merge_above: float = 0.85
     interest_half_life_seconds: float = 30 * 86400.0
     interest_temperature: float = 0.5
+    #: How the interests share the list: "softmax" or "quota" (CompositionSpec.mode).
+    interest_compose: str = "softmax"
     #: Per-event decay of a user's topic masses; topic model size; online topics on/off.
     topic_decay: float = 0.9
     max_topics: int = 32
     topics_enabled: bool = True
+    #: Interest-shift detection (models.interest.shift): on/off, Page-Hinkley's
+    #: threshold and tolerance (in cosine distance of the window's blocks).
+    shift_enabled: bool = True
+    shift_threshold: float = 0.8
+    shift_delta: float = 0.05
     #: Delta schema the worker writes: 2 (with the interest structure) or 1,
     #: for consumers not yet upgraded (README "Delta contract").
     delta_schema: int = 2
@@ -272,6 +280,9 @@ class Settings:
             type_weights=self.type_weights(),
             topic_decay=self.topic_decay,
             negative_strength=self.query_negative_strength,
+            shift=ShiftSpec(threshold=self.shift_threshold, delta=self.shift_delta)
+            if self.shift_enabled
+            else None,
         )
 
     def _composition(self) -> CompositionSpec:
@@ -281,6 +292,7 @@ class Settings:
             merge_above=self.interest_merge_above,
             half_life_s=self.interest_half_life_seconds,
             temperature=self.interest_temperature,
+            mode=self.interest_compose,
         )
 
     def _levels(self) -> LevelSpec:

@@ -72,7 +72,7 @@ def test_two_tastes_single_vector_fails_and_several_interests_pass() -> None:
     single = step(None, events, cat, 0.0, params(1)).state
     multi = step(None, events, cat, 0.0, params(4)).state
     one, many = kinds(single.top_k), kinds(multi.top_k)
-    assert len(single.interests) == 1 and len(multi.interests) == 2
+    assert len(single.interests) == 1 and len(multi.interests) >= 2
     assert one["a1"] == 0, one  # the lighter taste is lost
     # Both tastes, the heavier one more (the in-between items lean to axis 0).
     assert many["a1"] >= 3 and many["a0"] + many["mix"] > many["a1"], many
@@ -143,6 +143,35 @@ def test_compose_is_softmax_weighted_and_keeps_removed_items_out() -> None:
     hot = composition.compose([a, b], np.array([0.9, 0.1]), 1e6)
     za, zb = composition.standardise(a), composition.standardise(b)
     np.testing.assert_allclose(hot[:4], (0.9 * za + 0.1 * zb)[:4], atol=1e-3)
+
+
+def test_quota_shares_the_list_in_proportion_whatever_the_spread() -> None:
+    """The heavier interest's few standout items (high z-scores) crowd a
+    broad lighter taste (many good items, none standing out) out of a
+    softmax composition; quota gives each its share of the list."""
+    rng = np.random.default_rng(3)
+    n, idx = 200, np.arange(200)
+    tight = np.where(idx < 40, 5.0 + 0.01 * rng.standard_normal(n), rng.standard_normal(n))
+    loose = np.where((idx >= 40) & (idx < 140), 1.0 + 0.3 * rng.random(n), 0.0)
+    loose[-1] = -np.inf
+    shares = np.array([0.7, 0.3])
+    soft = composition.compose([tight, loose], shares, 0.5)
+    quota = composition.compose([tight, loose], shares, 1.0, mode="quota")
+    sharp = composition.compose([tight, loose], shares, 0.5, mode="quota")
+    top = lambda s: np.argsort(-s, kind="stable")[:10]  # noqa: E731
+    light = lambda top: int(((top >= 40) & (top < 140)).sum())  # noqa: E731
+    assert light(top(soft)) == 0
+    assert light(top(quota)) == 3 and int((top(quota) < 40).sum()) == 7
+    # A lower temperature sharpens the weights (0.7, 0.3 -> 0.84, 0.16): fewer light items.
+    assert 1 <= light(top(sharp)) < 3
+    assert quota[-1] == -np.inf and np.isfinite(quota[:-1]).all()
+    # One interest: both modes are its z-scores.
+    np.testing.assert_allclose(
+        composition.compose([loose], np.array([1.0]), 0.5, mode="quota"),
+        composition.standardise(loose),
+    )
+    with pytest.raises(ValueError, match="mode"):
+        CompositionSpec(mode="average")
 
 
 def test_levels_lean_on_the_long_term_after_a_long_absence() -> None:
@@ -262,3 +291,41 @@ def test_scores_are_what_step_ranks_with() -> None:
     ids = cat.rows()[0]
     order = [ids[r] for r in np.argsort(-s, kind="stable") if ids[r] not in state.consumed]
     assert [i for i, _ in state.top_k] == order[:10]
+
+
+def shift_events(before: int = 25, after: int = 12) -> list[Behaviour]:
+    """Likes on axis 0, then the user moves to axis 2 (a sudden shift at event ``before``)."""
+    items = [f"a0-{j % 12}" for j in range(before)] + [f"a2-{j % 12}" for j in range(after)]
+    return [Behaviour("u", item, "like", 1e9 + n * 600.0, f"s{n}") for n, item in enumerate(items)]
+
+
+def test_a_shift_is_flagged_in_the_delta_with_topics_before_and_after() -> None:
+    cat, events = catalogue(), shift_events()
+    p = params(4)
+    state, flagged = None, []
+    for n, ev in enumerate(events):
+        result = step(state, [ev], cat, ev.ts, p)
+        state = result.state
+        if result.delta is not None and "shift" in result.delta.interest:
+            flagged.append((n, result.delta.interest["shift"]))
+    assert flagged, "the move to axis 2 was never flagged"
+    (at, flag), *rest = flagged
+    assert 25 <= at <= 25 + 8 and not rest  # within 8 events of the move, once
+    assert flag["event_id"] == f"s{at}" and flag["total"] == 1 and flag["flags"] == 1
+    assert flag["before"]["tags"][0][0] == "tag0" and flag["after"]["tags"][0][0] == "tag2"
+    assert state.shifts == 1 and state.last_shift_ts == events[at].ts
+    # The detector's state survives the state's bytes.
+    assert decode_state(encode_state(state)).shift_detector == state.shift_detector
+
+
+def test_no_shift_without_a_move_or_with_the_detector_off() -> None:
+    cat = catalogue()
+    steady = shift_events(before=40, after=0)
+    state = None
+    for ev in steady:
+        result = step(state, [ev], cat, ev.ts, params(4))
+        state = result.state
+        assert result.delta is None or "shift" not in result.delta.interest
+    assert state.shifts == 0 and state.shift_detector is not None
+    off = step(None, shift_events(), cat, 0.0, params(4, shift=None)).state
+    assert off.shifts == 0 and off.shift_detector is None

@@ -135,3 +135,31 @@ def test_a_store_hands_back_unreadable_rows_without_raising() -> None:
     got = store.get_states(["ok", "bad", "nobody"])
     assert isinstance(got["ok"], UserState) and isinstance(got["bad"], UnreadableState)
     assert "nobody" not in got
+
+
+def test_bytes_written_by_schema_3_are_read_and_upgraded() -> None:
+    """`state_v3.bin` was written by the code of schema 3 (commit b8e0d78), kept as is.
+
+    Everything carries over; the shift detector starts fresh.
+    """
+    data = (FIXTURES / "state_v3.bin").read_bytes()
+    assert struct.unpack_from("<4sH", data) == (b"ISUS", 3)
+    state = decode_state(data)
+    assert [i.events for i in state.interests] == [2, 1]
+    assert state.topics == {3: 0.75, 5: 0.25} and state.gap_s == 300.0
+    assert state.query is not None and state.query.text == "jazz, nothing loud"
+    np.testing.assert_array_equal(state.query.negatives[0], np.eye(8, dtype=np.float32)[2])
+    assert (state.shift_detector, state.shifts, state.last_shift_ts) == (None, 0, None)
+    upgraded = encode_state(state)
+    assert struct.unpack_from("<4sH", upgraded) == (b"ISUS", SCHEMA_VERSION)
+    assert encode_state(decode_state(upgraded)) == upgraded
+
+
+def test_a_corrupt_shift_detector_is_an_unreadable_state() -> None:
+    state = UserState("u", shift_detector=(30, 0.5, 0.1, -0.2, 0.3, 0.4), shifts=2)
+    data = encode_state(state)
+    assert decode_state(data).shift_detector == (30, 0.5, 0.1, -0.2, 0.3, 0.4)
+    bad = data.replace(b'"detector":[30,', b'"detector":[-3,')  # same length, n < 0
+    assert bad != data
+    with pytest.raises(StateDecodeError, match="corrupt state header"):
+        decode_state(bad)

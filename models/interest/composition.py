@@ -25,6 +25,9 @@ import numpy as np
 if TYPE_CHECKING:
     from models.update import InterestUpdater
 
+#: The ways `compose` can mix the interests' scores (`CompositionSpec.mode`).
+COMPOSE_MODES = ("softmax", "quota")
+
 #: The smallest mass an interest keeps (an interest opened by a negative event).
 MIN_MASS = 1e-6
 
@@ -68,15 +71,24 @@ class CompositionSpec:
         Event-time half-life of an interest's mass.
     temperature
         Softmax temperature of `compose`, in standard deviations of score.
+    mode
+        How `compose` mixes the interests: ``"softmax"`` (the log-sum-exp of
+        the interests' z-scores shifted by their log-weights) or ``"quota"``
+        (each interest fills a share of the ranking equal to its weight,
+        `compose_quota`, the weights first sharpened by a softmax of their
+        logs at ``temperature``: ``w ** (1 / T)``, normalised).
     """
 
-    max_interests: int = 4
-    open_below: float = 0.45
+    max_interests: int = 12
+    open_below: float = 0.7
     merge_above: float = 0.85
     half_life_s: float = 30 * 86400.0
     temperature: float = 0.5
+    mode: str = "softmax"
 
     def __post_init__(self) -> None:
+        if self.mode not in COMPOSE_MODES:
+            raise ValueError(f"mode must be one of {', '.join(COMPOSE_MODES)}, got {self.mode!r}")
         if self.max_interests < 1:
             raise ValueError("max_interests must be >= 1")
         if not -1.0 <= self.open_below <= 1.0 or not -1.0 <= self.merge_above <= 1.0:
@@ -147,7 +159,9 @@ def absorb(
     return _merge_close(out, best, updater, spec)
 
 
-def compose(scores: list[np.ndarray], shares: np.ndarray, temperature: float) -> np.ndarray:
+def compose(
+    scores: list[np.ndarray], shares: np.ndarray, temperature: float, mode: str = "softmax"
+) -> np.ndarray:
     """Softmax-weighted composition of per-interest score vectors.
 
     Each interest's scores are standardised over the catalogue (so a
@@ -167,12 +181,64 @@ def compose(scores: list[np.ndarray], shares: np.ndarray, temperature: float) ->
     zs = np.stack([standardise(s) for s in scores])
     if len(scores) == 1:
         return zs[0]
+    if mode == "quota":
+        return compose_quota(zs, _tempered(shares, temperature))
     alive = np.isfinite(zs).all(axis=0)
     logits = zs / temperature + np.log(np.asarray(shares, dtype=np.float64))[:, None]
     logits = np.where(alive, logits, 0.0)
     top = logits.max(axis=0)
     out = temperature * (top + np.log(np.exp(logits - top).sum(axis=0)))
     return np.where(alive, out, -np.inf)
+
+
+def compose_quota(zs: np.ndarray, shares: np.ndarray) -> np.ndarray:
+    """Interests take turns down the ranking, each as often as its share.
+
+    ``zs`` is [interests, items] of z-scores. Item ``i``'s place in interest
+    ``k``'s own ranking is ``r_k(i)`` (0 = best); its slot is
+    ``(r_k(i) + 0.5) / share_k`` and it ranks by its best slot over the
+    interests (Sainte-Laguë's divisors), so the top ``n`` holds about
+    ``n * share_k`` items of each interest whatever the spread of their
+    scores: a tight cluster of a heavy interest cannot crowd out a lighter
+    one. The returned values keep a z-score scale (so levels mix as with
+    ``softmax``): the item at composed rank ``r`` gets the share-weighted
+    mean of the interests' ``r``-th best z-scores (less ``1e-9 * r``, so
+    that ties keep the order). Non-finite entries stay
+    ``-inf``.
+
+    >>> zs = np.array([[5.0, 4.9, 4.8, 0.0, 0.0, 0.0], [0.0, 0.0, 0.0, 2.0, 1.0, 0.5]])
+    >>> order = np.argsort(-compose_quota(zs, np.array([0.6, 0.4])), kind="stable")
+    >>> order[:5].tolist()  # 3 of the heavy interest for 2 of the light one, in turn
+    [0, 3, 1, 4, 2]
+    """
+    alive = np.isfinite(zs).all(axis=0)
+    n = zs.shape[1]
+    live = np.where(alive[None, :], zs, -np.inf)
+    order = np.argsort(-live, axis=1, kind="stable")
+    ranks = np.empty_like(order)
+    rows = np.arange(zs.shape[0])[:, None]
+    ranks[rows, order] = np.arange(n)[None, :]
+    p = np.maximum(np.asarray(shares, dtype=np.float64), 1e-12)
+    slots = (ranks + 0.5) / p[:, None]
+    best = slots.min(axis=0)
+    typical = (p[:, None] * np.take_along_axis(live, order, axis=1)).sum(axis=0) / p.sum()
+    # Strictly decreasing, so equal typical values keep the composed order.
+    typical = typical - 1e-9 * np.arange(n)
+    composed_rank = np.empty(n, dtype=np.int64)
+    composed_rank[np.argsort(best, kind="stable")] = np.arange(n)
+    return np.where(alive, typical[composed_rank], -np.inf)
+
+
+def _tempered(shares: np.ndarray, temperature: float) -> np.ndarray:
+    """The softmax of the log-shares at ``temperature``: ``p ** (1 / T)``, normalised.
+
+    >>> _tempered(np.array([0.6, 0.3, 0.1]), 1.0).round(3).tolist()
+    [0.6, 0.3, 0.1]
+    >>> _tempered(np.array([0.6, 0.3, 0.1]), 0.5).round(3).tolist()
+    [0.783, 0.196, 0.022]
+    """
+    p = np.maximum(np.asarray(shares, dtype=np.float64), 1e-12) ** (1.0 / temperature)
+    return p / p.sum()
 
 
 def standardise(scores: np.ndarray) -> np.ndarray:
