@@ -67,6 +67,10 @@ def test_next_interest_benchmark_runs_and_its_zero_share_is_persistence(
     assert report["setup"]["users"] == 20 and report["next"]["predictions"] > 300
     for name in ("next", "persistence-mix", "persistence-last", "popular", "next@0"):
         assert 0.0 <= report[name]["acc@1"] <= report[name]["hit@3"] <= 1.0
-    # The blend with no list share is exactly the persistence baseline.
-    assert report["next@0"] == report["persistence-mix"]
+    # With no list share the blend is the persistence baseline, except for
+    # users with no positive topic mass yet (only bad ratings), where it
+    # falls back to the list: never worse, and rarely different.
+    zero, mix = report["next@0"], report["persistence-mix"]
+    assert zero["predictions"] == mix["predictions"]
+    assert mix["acc@1"] <= zero["acc@1"] <= mix["acc@1"] + 0.01
     assert out.with_suffix(".png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
