@@ -140,6 +140,19 @@ class Catalogue:
         scores = self._matrix[:n] @ np.asarray(query, dtype=np.float32)
         return np.where(self._alive[:n], scores, -np.inf)
 
+    def scores_many(self, queries: np.ndarray) -> np.ndarray:
+        """`scores` of each row of ``queries`` ([q, dim]) in one product: [q, rows].
+
+        A query that is all zeros scores ``-inf`` everywhere (undefined), as
+        the updaters' `scores` do; removed rows are ``-inf``.
+        """
+        n = len(self._ids)
+        q = np.asarray(queries, dtype=np.float32).reshape(-1, self.dim)
+        out = (self._matrix[:n] @ q.T).T
+        out = np.where(self._alive[:n][None, :], out, -np.inf)
+        out[~q.any(axis=1)] = -np.inf
+        return out
+
     def rows_of(self, item_ids: Iterable[str]) -> list[int]:
         """The rows of those of ``item_ids`` the catalogue has seen."""
         return [row for row in map(self._rows.get, item_ids) if row is not None]

@@ -363,10 +363,11 @@ def level_weights(state: UserState, params: CoreParams) -> dict[str, float]:
 
 
 def _mid_scores(state: UserState, catalogue: Catalogue, params: CoreParams) -> np.ndarray | None:
-    updater, zero = params.updater, np.zeros(catalogue.dim, dtype=np.float32)
+    if not state.interests:
+        return None
+    all_scores = params.updater.scores_many([i.hidden for i in state.interests], catalogue)
     per, kept = [], []
-    for n, interest in enumerate(state.interests):
-        s = updater.scores(interest.hidden, zero, catalogue, 0.0)
+    for n, s in enumerate(all_scores):
         if np.isfinite(s).any():
             per.append(s)
             kept.append(n)
@@ -390,16 +391,17 @@ def _short_scores(state: UserState, catalogue: Catalogue, params: CoreParams) ->
     vecs = np.stack([v for _, v in entries])
     weights = np.array([w for w, _ in entries], dtype=np.float64)
     owner = np.argmax(vecs @ dirs.T, axis=1)
-    per, mass = [], []
+    found, mass = [], []
     for k in range(dirs.shape[0]):
         mine = owner == k
         total = (weights[mine, None] * vecs[mine]).sum(axis=0)
         direction = levels.unit(total)
         if mine.any() and direction.any():
-            per.append(catalogue.scores(direction))
+            found.append(direction)
             mass.append(max(float(weights[mine].clip(min=0).sum()), composition.MIN_MASS))
-    if not per:
+    if not found:
         return None
+    per = list(catalogue.scores_many(np.stack(found)))
     shares_ = np.array(mass) / sum(mass)
     return composition.compose(
         per, shares_, params.composition.temperature, params.composition.mode

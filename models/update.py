@@ -100,6 +100,22 @@ class InterestUpdater:
             return np.full(len(catalogue.rows()[0]), -np.inf)
         return catalogue.scores(q)
 
+    def scores_many(self, hiddens: list[np.ndarray], catalogue: Catalogue) -> np.ndarray:
+        """[len(hiddens), rows]: `scores` of each hidden vector alone (no short-term mix).
+
+        An updater that keeps the default `scores` (cosine with `query`) gets
+        one matrix product for all of them; one that overrides `scores` gets
+        its own `scores`, row by row.
+        """
+        n = len(catalogue.rows()[0])
+        if not hiddens:
+            return np.zeros((0, n))
+        if type(self).scores is not InterestUpdater.scores:
+            zero = np.zeros(catalogue.dim, dtype=np.float32)
+            return np.stack([self.scores(h, zero, catalogue, 0.0) for h in hiddens])
+        queries = np.stack([self.query(h) for h in hiddens])
+        return catalogue.scores_many(queries)
+
     def rank(
         self,
         hidden: np.ndarray,

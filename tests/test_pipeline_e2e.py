@@ -216,7 +216,14 @@ def test_a_snapshot_on_demand_restates_each_users_list(pipeline: Pipeline) -> No
         last = [d for d in pipeline.deltas(user) if d["cause"]["kind"] != "snapshot"][-1]
         snap = answers[user]
         assert snap["cause"]["kind"] == "snapshot" and snap["cause"]["request_id"]
-        assert (snap["version"], snap["top_k"]) == (last["version"], last["top_k"])
+        # A later batch that leaves the list's order as it was publishes no
+        # delta (README: only a changed list is published), so the snapshot
+        # may be newer than the last delta: then the items are the same, in
+        # the same order, and only their scores may have moved.
+        assert snap["version"] >= last["version"]
+        if snap["version"] == last["version"]:
+            assert snap["top_k"] == last["top_k"]
+        assert [x["item_id"] for x in snap["top_k"]] == [x["item_id"] for x in last["top_k"]]
         assert snap["added"] == snap["removed"] == []
     assert answers["s-nobody"]["version"] == 0 and answers["s-nobody"]["top_k"] == []
 
