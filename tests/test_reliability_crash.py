@@ -22,7 +22,7 @@ pytestmark = pytest.mark.broker
 
 USERS, EVENTS_PER_USER, SEED = 400, 50, 10  # 20,000 events
 KILLS = 5
-RATE = 80.0  # events/s: publishing lasts ~250 s, the kills (and 5 restarts) land while it goes on
+RATE = 120.0  # events/s: publishing lasts ~170 s, the kills land while it goes on
 #: The kills come when the group has committed these shares of the stream (seeded).
 KILL_SPREAD = (0.03, 0.6)
 
