@@ -111,11 +111,8 @@ def replay(
         if j >= warmup and truth is not None and state is not None:
             total = sum(popular.values()) or 1
             preds = {
-                "next": next_topics(state, cat, params, n=n_topics, list_share=list_share),
-                **{
-                    f"next@{x:g}": next_topics(state, cat, params, n=n_topics, list_share=x)
-                    for x in sweep
-                },
+                "next": next_topics(state, cat, n=n_topics, list_share=list_share),
+                **{f"next@{x:g}": next_topics(state, cat, n=n_topics, list_share=x) for x in sweep},
                 "persistence-mix": shares(state.topics, n=len(state.topics)),
                 "persistence-last": [(topic_of[state.window[-1].item_id], 1.0)]
                 if state.window

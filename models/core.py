@@ -465,7 +465,7 @@ def interest_summary(
         ]
         out["next"] = [
             {"id": t, "label": topics.label(t).text, "share": round(share, 3)}
-            for t, share in next_topics(state, catalogue, params)
+            for t, share in next_topics(state, catalogue)
             if t in topics.topics()
         ]
     if state.query is not None:
@@ -489,17 +489,15 @@ NEXT_LIST_SHARE = 0.1
 
 
 def next_topics(
-    state: UserState, catalogue: Catalogue, params: CoreParams, n: int = 3,
-    list_share: float = NEXT_LIST_SHARE,
-) -> list[tuple[int, float]]:  # fmt: skip
+    state: UserState, catalogue: Catalogue, n: int = 3, list_share: float = NEXT_LIST_SHARE
+) -> list[tuple[int, float]]:
     """The ``n`` topics the user's next events are predicted in, with shares, best first.
 
     The core's list is its prediction of the next items: each listed item's
     topic counts ``1 / log2(rank + 2)`` (the list normalised to sum to 1),
     blended with the user's own topic mix (``UserState.topics``) as
     ``list_share`` to ``1 - list_share``. Empty without a topic model or
-    before any event. ``params`` is unused today (kept for predictors that
-    read the core's settings).
+    before any event.
     """
     topics = catalogue.topics
     if topics is None:
@@ -625,15 +623,14 @@ class _Run:
 
     def _watch_shift(self, event_id: str, ts: float, spec: ShiftSpec) -> None:
         """Feed the window's block distance to the detector; on a flag, record before/after."""
-        signal = shift.block_distance(self.window, self.catalogue, spec)
-        if signal is None:
+        pair = shift.blocks(self.window, self.catalogue, spec)
+        if pair is None:
             return
+        recent, reference = pair
+        signal = shift.distance(recent, reference)  # shift.block_distance, blocks kept
         self.detector, flagged = shift.observe(self.detector, signal, spec)
         if not flagged:
             return
-        pair = shift.blocks(self.window, self.catalogue, spec)
-        assert pair is not None  # the signal came from the same blocks
-        recent, reference = pair
         self.shifts += 1
         self.last_shift_ts = ts
         self.flagged.append(

@@ -51,3 +51,18 @@ def require_ml100k() -> Path:
             "set INTEREST_STREAM_ML100K"
         )
     return ML_100K
+
+
+def run_benchmark(script: str, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    """Run ``benchmarks/<script>`` with ``args`` from the checkout; fail with its output's tail."""
+    import sys
+
+    run = subprocess.run(
+        [sys.executable, f"benchmarks/{script}", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    return run

@@ -15,7 +15,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.paths import ROOT
+from tests.paths import ROOT, run_benchmark
 
 
 def test_update_cost_writes_ratios_and_a_chart(tmp_path: Path) -> None:
@@ -144,15 +144,7 @@ def test_fuzz_counts_every_topic_and_draws_a_chart(tmp_path: Path) -> None:
 
 
 def _run_quick(script: str, out: Path, *extra: str) -> subprocess.CompletedProcess:
-    run = subprocess.run(
-        [sys.executable, f"benchmarks/{script}", "--quick", "--out", str(out), *extra],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
-    return run
+    return run_benchmark(script, "--quick", "--out", str(out), *extra)
 
 
 def test_topic_quality_quick_compares_online_topics_with_batch(

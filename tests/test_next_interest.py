@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -12,11 +10,9 @@ import numpy as np
 import pytest
 
 from models.catalogue import Catalogue
-from models.core import CoreParams, next_topics
+from models.core import next_topics
 from models.interest.topics import OnlineTopics
 from models.state import UserState
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def two_topic_catalogue() -> Catalogue:
@@ -38,31 +34,26 @@ def test_next_topics_blends_the_list_with_the_topic_mix() -> None:
     assert jazz != horror
     # The user's mix is all jazz; the list is all horror.
     state = UserState("u", topics={jazz: 1.0}, top_k=tuple((f"horror-{j}", 1.0) for j in range(5)))
-    p = CoreParams()
-    assert [t for t, _ in next_topics(state, cat, p, list_share=0.0)] == [jazz]
-    assert [t for t, _ in next_topics(state, cat, p, list_share=1.0)] == [horror]
-    mixed = dict(next_topics(state, cat, p, n=2, list_share=0.3))
+    assert [t for t, _ in next_topics(state, cat, list_share=0.0)] == [jazz]
+    assert [t for t, _ in next_topics(state, cat, list_share=1.0)] == [horror]
+    mixed = dict(next_topics(state, cat, n=2, list_share=0.3))
     assert mixed[jazz] == pytest.approx(0.7) and mixed[horror] == pytest.approx(0.3)
     # No list yet: the mix alone; no topic model or no events: nothing.
-    assert next_topics(replace(state, top_k=()), cat, p) == [(jazz, 1.0)]
-    assert next_topics(UserState("new"), cat, p) == []
+    assert next_topics(replace(state, top_k=()), cat) == [(jazz, 1.0)]
+    assert next_topics(UserState("new"), cat) == []
     cat.topics = None
-    assert next_topics(state, cat, p) == []
+    assert next_topics(state, cat) == []
 
 
 def test_next_interest_benchmark_runs_and_its_zero_share_is_persistence(
     tmp_path: Path, encoder_artifact: Path
 ) -> None:
-    from tests.paths import require_ml100k
+    from tests.paths import require_ml100k, run_benchmark
 
     out = tmp_path / "next_interest.json"
-    run = subprocess.run(
-        [sys.executable, "benchmarks/next_interest.py", "--quick", "--users", "20",
-         "--sweep", "0", "--data", str(require_ml100k()),
-         "--encoder-cache", str(encoder_artifact.parent), "--out", str(out)],
-        cwd=ROOT, capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
-    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    run_benchmark("next_interest.py", "--quick", "--users", "20", "--sweep", "0",
+                  "--data", str(require_ml100k()), "--encoder-cache",
+                  str(encoder_artifact.parent), "--out", str(out), timeout=600)  # fmt: skip
     report = json.loads(out.read_text())
     assert report["setup"]["users"] == 20 and report["next"]["predictions"] > 300
     for name in ("next", "persistence-mix", "persistence-last", "popular", "next@0"):

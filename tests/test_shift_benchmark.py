@@ -1,10 +1,9 @@
 """The shift-detection benchmark's quick form runs end to end and leaves its JSON and chart.
 
 ``--quick --embedding tags`` needs no encoder export: 40 synthetic users
-(a deterministic tag embedding) and, where the shared data is there, the
-first 10 MovieLens-100K users (a deterministic genre embedding). The
-benchmark's own docstring examples run here too (``benchmarks/`` is not a
-package the doctest collector walks).
+(a deterministic tag embedding) and the first 10 MovieLens-100K users (a
+deterministic genre embedding). The benchmark's own docstring examples
+run here too (``benchmarks/`` is not a package the doctest collector walks).
 """
 
 from __future__ import annotations
@@ -12,27 +11,18 @@ from __future__ import annotations
 import doctest
 import importlib.util
 import json
-import subprocess
 import sys
 from pathlib import Path
 
-from tests.paths import ML_100K, ROOT
+from tests.paths import ROOT, require_ml100k, run_benchmark
 
 SCRIPT = ROOT / "benchmarks" / "shift_detection.py"
 
 
 def test_quick_run_writes_figures_for_the_detector_and_the_baseline(tmp_path: Path) -> None:
     out = tmp_path / "shift_detection.json"
-    data = ["--data", str(ML_100K)] if (ML_100K / "u.data").is_file() else ["--no-movielens"]
-    args = ["--quick", "--embedding", "tags", "--out", str(out), *data]
-    run = subprocess.run(
-        [sys.executable, str(SCRIPT), *args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    args = ["--quick", "--embedding", "tags", "--data", str(require_ml100k()), "--out", str(out)]
+    run = run_benchmark("shift_detection.py", *args)
     report = json.loads(out.read_text())
     syn = report["synthetic"]
     assert syn["users_by_kind"]["never"] > 0
@@ -60,14 +50,13 @@ def test_quick_run_writes_figures_for_the_detector_and_the_baseline(tmp_path: Pa
         == syn["comparison"]["shift.observe (port)"]["block"]
     )
     assert report["spec"]["recent"] >= 1
-    if "--no-movielens" not in data:
-        ml = report["movielens"]
-        assert ml["users"] == 10 and ml["events"] > 0
-        for name in ("chosen", "baseline"):
-            assert ml[name]["flags_per_1000_events"] >= 0
-            assert 0.0 <= ml[name]["users_with_a_flag"] <= 1.0
-        for example in ml["examples"]:
-            assert example["before"] and example["after"]
+    ml = report["movielens"]
+    assert ml["users"] == 10 and ml["events"] > 0
+    for name in ("chosen", "baseline"):
+        assert ml[name]["flags_per_1000_events"] >= 0
+        assert 0.0 <= ml[name]["users_with_a_flag"] <= 1.0
+    for example in ml["examples"]:
+        assert example["before"] and example["after"]
     assert out.with_suffix(".png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "targets met" in run.stdout
 

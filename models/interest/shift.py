@@ -213,9 +213,15 @@ def block_distance(
     want, not where they went: the caller does not observe them.
     """
     pair = blocks(window, catalogue, spec)
-    if pair is None:
-        return None
-    recent, reference = pair
+    return None if pair is None else distance(*pair)
+
+
+def distance(recent: np.ndarray, reference: np.ndarray) -> float:
+    """``1 - cos`` of two unit directions (`blocks`' pair): the signal of `block_distance`.
+
+    >>> distance(np.array([1.0, 0.0]), np.array([0.0, 1.0]))
+    1.0
+    """
     return float(1.0 - np.clip(recent @ reference, -1.0, 1.0))
 
 
