@@ -187,7 +187,7 @@ class Settings:
         if not 0.0 <= self.short_term_weight <= 1.0:
             raise SettingsError("short_term_weight must be within [0, 1]")
         try:
-            self._composition(), self._levels()
+            self._composition(), self._levels(), self._shift()
         except ValueError as exc:
             raise SettingsError(f"interest structure: {exc}") from exc
         if self.delta_schema not in (1, 2):
@@ -280,10 +280,11 @@ class Settings:
             type_weights=self.type_weights(),
             topic_decay=self.topic_decay,
             negative_strength=self.query_negative_strength,
-            shift=ShiftSpec(threshold=self.shift_threshold, delta=self.shift_delta)
-            if self.shift_enabled
-            else None,
+            shift=self._shift() if self.shift_enabled else None,
         )
+
+    def _shift(self) -> ShiftSpec:
+        return ShiftSpec(threshold=self.shift_threshold, delta=self.shift_delta)
 
     def _composition(self) -> CompositionSpec:
         return CompositionSpec(

@@ -33,6 +33,8 @@ def test_file_then_env_then_overrides(tmp_path: Path) -> None:
         ({"INTEREST_STREAM_STORE": "redis"}, "unknown store"),
         ({"INTEREST_STREAM_SECURITY_PROTOCOL": "TLS"}, "security_protocol"),
         ({"INTEREST_STREAM_CONFIG": "/nonexistent.toml"}, "cannot read"),
+        ({"INTEREST_STREAM_SHIFT_THRESHOLD": "-1"}, "interest structure: threshold"),
+        ({"INTEREST_STREAM_INTEREST_COMPOSE": "average"}, "interest structure: mode"),
     ],
 )
 def test_bad_settings_fail_clearly(env: dict[str, str], match: str) -> None:
