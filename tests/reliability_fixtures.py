@@ -221,6 +221,27 @@ class Rig:
                 raise TimeoutError(f"{self.group} stuck at {done} committed for {timeout}s")
             time.sleep(0.05)
 
+    def wait_batch_written(self, worker: Worker, timeout: float) -> None:
+        """Block until ``worker`` logs its next processed batch.
+
+        The line comes once the batch's states are written and its outputs
+        are on the broker, before Faust commits its offsets (every
+        ``commit_interval_seconds``): a kill right after it lands between a
+        state write and its commit.
+        """
+        seen = self._batches_logged(worker)
+        deadline = time.monotonic() + timeout
+        while self._batches_logged(worker) == seen:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{worker.name} logged no batch for {timeout}s")
+            time.sleep(0.005)
+
+    @staticmethod
+    def _batches_logged(worker: Worker) -> int:
+        if not worker.log.exists():
+            return 0
+        return worker.log.read_text(errors="replace").count("ms produce=")
+
     # -- outputs and logs -------------------------------------------------------------
 
     def view(self, timeout: float = 60.0) -> tuple[RecommendationView, int]:

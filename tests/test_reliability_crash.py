@@ -21,10 +21,13 @@ from tests.reliability_fixtures import Rig, check_guarantee, seeded_stream
 pytestmark = pytest.mark.broker
 
 USERS, EVENTS_PER_USER, SEED = 400, 50, 10  # 20,000 events
-KILLS = 5
-RATE = 120.0  # events/s: publishing lasts ~170 s, the kills land while it goes on
+RATE = 80.0  # events/s: publishing lasts ~250 s, the kills land while it goes on
 #: The kills come when the group has committed these shares of the stream (seeded).
-KILL_SPREAD = (0.03, 0.6)
+KILL_SPREAD = (0.03, 0.45)
+#: How each kill is timed once its share is committed: after a seeded random
+#: delay, or right after the worker logs a batch it has stored and published
+#: (before Faust commits it), so that restarts surely replay applied events.
+KILL_TIMING = ("random", "after-write", "random", "after-write", "random")
 
 
 def test_kill_9_at_random_points_leaves_every_state_as_an_uninterrupted_run(
@@ -32,8 +35,8 @@ def test_kill_9_at_random_points_leaves_every_state_as_an_uninterrupted_run(
 ) -> None:
     """20,000 events of 400 users; the worker is killed with SIGKILL at 5 seeded
     random points while they are published (once the group has committed a
-    seeded random share of the stream, plus a seeded random delay), and
-    restarted each time.
+    seeded random share of the stream, plus a seeded random delay or the next
+    stored but uncommitted batch), and restarted each time.
 
     Afterwards, for every user, the stored state equals the state of an
     uninterrupted run (the same events replayed per user in partition order
@@ -61,11 +64,14 @@ def test_kill_9_at_random_points_leaves_every_state_as_an_uninterrupted_run(
         worker = rig.spawn()
         rig.publish_items(stream)
         publishing = rig.publish_async(records, rate=RATE)
-        targets = sorted(int(rng.uniform(*KILL_SPREAD) * len(records)) for _ in range(KILLS))
+        targets = sorted(int(rng.uniform(*KILL_SPREAD) * len(records)) for _ in KILL_TIMING)
         done = 0
-        for target in targets:
+        for target, timing in zip(targets, KILL_TIMING, strict=True):
             done = rig.wait_progress(max(done, target), timeout=180)  # (re)started, committing
-            time.sleep(rng.uniform(0.05, 1.0))
+            if timing == "random":
+                time.sleep(rng.uniform(0.05, 1.0))
+            else:
+                rig.wait_batch_written(worker, timeout=60)
             rig.kill(worker)  # SIGKILL: no final commit, no goodbye to the group
             done = rig.committed_total()
             kills.append(done)
