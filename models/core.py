@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from models.behaviour import TYPE_WEIGHTS, Behaviour, event_weight
+from models.behaviour import TYPE_WEIGHTS, Behaviour, EncodedPhrase, event_weight
 from models.catalogue import Catalogue
 from models.interest import composition, levels, shift
 from models.interest.composition import CompositionSpec, Interest
@@ -47,6 +47,12 @@ class CoreParams:
     negative_strength
         How hard a query's negative phrases push matching items down, in
         standard deviations of score per unit of phrase weight.
+    negative_margin
+        Only items closer to a negative phrase than this many standard
+        deviations above the catalogue's mean cosine are pushed: the items
+        *about* the phrase, not its neighbourhood (MiniLM puts "space" half a
+        standard deviation towards "jazz"; "space, nothing jazz" must keep
+        space).
     dedup_ids
         How many recent event ids are remembered to apply duplicates once.
     max_pending
@@ -63,6 +69,7 @@ class CoreParams:
     type_weights: dict[str, float] = field(default_factory=lambda: dict(TYPE_WEIGHTS))
     topic_decay: float = 0.9
     negative_strength: float = 2.0
+    negative_margin: float = 0.25
     dedup_ids: int = 512
     max_pending: int = 256
     shift: ShiftSpec | None = field(default_factory=ShiftSpec)
@@ -323,7 +330,8 @@ def scores(state: UserState, catalogue: Catalogue, params: CoreParams) -> np.nda
     - long-term: cosine with the long-term profile.
 
     The latest query's negative phrases then push down the items close to
-    them: ``negative_strength * weight * max(0, z)`` of each phrase's cosine.
+    them: ``negative_strength * weight * max(0, z - negative_margin)`` of
+    each phrase's cosine z-score.
     `step` ranks with exactly this; the offline evaluation scores with it.
     """
     n = len(catalogue.rows()[0])
@@ -347,7 +355,8 @@ def scores(state: UserState, catalogue: Catalogue, params: CoreParams) -> np.nda
         for vec, weight in zip(state.query.negatives, state.query.negative_weights(), strict=False):
             if vec.shape == (catalogue.dim,):
                 z = composition.standardise(catalogue.scores(vec))
-                out = out - params.negative_strength * weight * np.maximum(z, 0.0)
+                push = np.maximum(z - params.negative_margin, 0.0)
+                out = out - params.negative_strength * weight * push
     return out
 
 
@@ -667,9 +676,7 @@ class _Run:
             text=event.text or "",
             ts=event.ts,
             phrases=tuple(QueryPhrase(p.text, p.polarity, p.weight) for p in event.phrases),
-            negatives=tuple(
-                np.asarray(p.vector, dtype=np.float32) for p in event.phrases if p.polarity < 0
-            ),
+            negatives=_negatives(event.phrases),
         )
         self._mark(event.event_id, event.ts)
 
@@ -681,6 +688,31 @@ class _Run:
         self.applied_ids.append(event_id)
         self.applied_ts.append(ts)
         self.count += 1
+
+
+def _negatives(phrases: tuple[EncodedPhrase, ...]) -> tuple[np.ndarray, ...]:
+    """Each negative phrase's vector less its part along the query's positive phrases.
+
+    "space, nothing jazz": MiniLM puts "jazz" partly along "space", so the
+    raw vector would push the space items the user asked for. Only the
+    remainder (Gram-Schmidt against the positive phrases' span) pushes.
+    """
+    positives = [np.asarray(p.vector, dtype=np.float64) for p in phrases if p.polarity > 0]
+    basis: list[np.ndarray] = []
+    for v in positives:
+        for b in basis:
+            v = v - (v @ b) * b
+        norm = float(np.linalg.norm(v))
+        if norm > 1e-6:
+            basis.append(v / norm)
+    out = []
+    for p in phrases:
+        if p.polarity < 0:
+            v = np.asarray(p.vector, dtype=np.float64)
+            for b in basis:
+                v = v - (v @ b) * b
+            out.append(v.astype(np.float32))
+    return tuple(out)
 
 
 def _bounded(

@@ -121,6 +121,9 @@ class Settings:
     delta_schema: int = 2
     #: How hard a query's negative phrases push matching items down.
     query_negative_strength: float = 2.0
+    #: Only items more than this many standard deviations towards a negative
+    #: phrase (less its part along the query's positives) are pushed.
+    query_negative_margin: float = 0.25
     #: How much each behaviour type moves the state (a rating scales by its stars).
     weight_view: float = TYPE_WEIGHTS["view"]
     weight_click: float = TYPE_WEIGHTS["click"]
@@ -196,6 +199,8 @@ class Settings:
             raise SettingsError("topic_decay must be within (0, 1]")
         if self.max_topics < 1 or self.query_negative_strength < 0:
             raise SettingsError("max_topics must be >= 1 and query_negative_strength >= 0")
+        if not math.isfinite(self.query_negative_margin) or self.query_negative_margin < 0:
+            raise SettingsError("query_negative_margin must be a finite number >= 0")
         for t, w in self.type_weights().items():
             if not math.isfinite(w):
                 raise SettingsError(f"weight_{t} must be a finite number")
@@ -280,6 +285,7 @@ class Settings:
             type_weights=self.type_weights(),
             topic_decay=self.topic_decay,
             negative_strength=self.query_negative_strength,
+            negative_margin=self.query_negative_margin,
             shift=self._shift() if self.shift_enabled else None,
         )
 

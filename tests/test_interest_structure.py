@@ -8,13 +8,14 @@ mean vector of a user who likes both, more of axis 0, ends up.
 from __future__ import annotations
 
 import dataclasses
+from collections import Counter
 
 import numpy as np
 import pytest
 
 from models.behaviour import Behaviour, EncodedPhrase
 from models.catalogue import Catalogue
-from models.core import CoreParams, interest_summary, scores, step
+from models.core import CoreParams, interest_summary, rank, scores, step
 from models.interest import composition
 from models.interest.composition import CompositionSpec, Interest
 from models.interest.levels import LevelSpec, level_weights, update_long
@@ -329,3 +330,22 @@ def test_no_shift_without_a_move_or_with_the_detector_off() -> None:
     assert state.shifts == 0 and state.shift_detector is not None
     off = step(None, shift_events(), cat, 0.0, params(4, shift=None)).state
     assert off.shifts == 0 and off.shift_detector is None
+
+
+def test_a_negative_leaning_towards_a_positive_pushes_only_its_own_part() -> None:
+    """ "x and z, nothing y" where y's vector leans towards x (as MiniLM's "jazz"
+    leans towards "space"): the x items stay, next to z, and no y item comes in.
+    Pushing with the raw phrase vector would have lost the x items."""
+    cat = catalogue()
+    x, y, z = np.eye(DIM)[2], np.eye(DIM)[1], np.eye(DIM)[3]
+    leaning = (y + 0.8 * x) / np.linalg.norm(y + 0.8 * x)
+    asked = query([phrase("x", 1, 0.5, x), phrase("z", 1, 0.5, z), phrase("y", -1, 1.0, leaning)])
+    state = step(None, [asked], cat, 0.0, params(4)).state
+
+    def count(top: list[tuple[str, float]]) -> Counter:
+        return Counter(item.split("-")[0] for item, _ in top)
+
+    got = count(state.top_k)
+    assert got["a2"] >= 3 and got["a3"] >= 3 and got["a1"] == 0, got
+    raw = dataclasses.replace(state, query=dataclasses.replace(state.query, negatives=(leaning,)))
+    assert count(rank(raw, cat, params(4)))["a2"] < got["a2"]

@@ -35,6 +35,8 @@ def test_file_then_env_then_overrides(tmp_path: Path) -> None:
         ({"INTEREST_STREAM_CONFIG": "/nonexistent.toml"}, "cannot read"),
         ({"INTEREST_STREAM_SHIFT_THRESHOLD": "-1"}, "interest structure: threshold"),
         ({"INTEREST_STREAM_INTEREST_COMPOSE": "average"}, "interest structure: mode"),
+        ({"INTEREST_STREAM_QUERY_NEGATIVE_MARGIN": "-0.5"}, "query_negative_margin"),
+        ({"INTEREST_STREAM_QUERY_NEGATIVE_MARGIN": "nan"}, "query_negative_margin"),
     ],
 )
 def test_bad_settings_fail_clearly(env: dict[str, str], match: str) -> None:
