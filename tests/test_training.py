@@ -149,3 +149,39 @@ def test_harness_evaluates_both_models(trained, tmp_path) -> None:
     # scored through the exported artefact: its version is reported
     params = report["models"]["learned-gru-ci"]["runs"][0]["params"]
     assert len(params["model_version"]) == 16
+
+
+def test_ablation_runs_the_learned_updater_with_several_interests(trained, tmp_path) -> None:
+    """``eval --ablation --updater``: every variant with the exported GRU cell; the
+    full variant routes each user's events to several GRU states."""
+    from streams.cli.evaluate import eval_command
+
+    data, out, _, _ = trained
+    model = out / "learned-gru-seed0"
+    args = [
+        *("--ablation", "--data", str(data), "--max-users", str(USERS), "--synthetic", "none"),
+        *("--variants", "full,no-multi", "--updater", str(model), "--out", str(tmp_path)),
+    ]
+    result = CliRunner().invoke(eval_command, args)
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "ablation.json").read_text())
+    version = json.loads((model / "manifest.json").read_text())["model_version"]
+    assert report["protocol"]["updater"] == f"learned-gru({version})"
+    entry = report["datasets"]["ml-100k"]
+    full, single = entry["variants"]["full"], entry["variants"]["no-multi"]
+    assert full["status"] == single["status"] == "ok"
+    assert full["params"]["updater"] == report["protocol"]["updater"]
+    assert full["params"]["half_life_days"] is None  # nothing of the cell was tuned
+    assert full["params"]["max_interests"] > 1 and single["params"]["max_interests"] == 1
+    assert 0.0 < full["test"]["ndcg"] <= 1.0
+    assert full["test"] != single["test"]  # several GRU states rank differently from one
+    assert "| full |" in result.output and "| – |" in result.output
+
+
+def test_ablation_refuses_an_updater_folder_that_is_not_a_model(tmp_path) -> None:
+    from streams.cli.evaluate import eval_command
+
+    data = require_ml100k()
+    args = ["--ablation", "--data", str(data), "--updater", str(tmp_path), "--synthetic", "none"]
+    result = CliRunner().invoke(eval_command, args)
+    assert result.exit_code == 2 and "--updater" in result.output, result.output

@@ -47,6 +47,7 @@ from models.evaluation.metrics import MetricAccumulator, accumulate
 
 if TYPE_CHECKING:
     from models.interest.topics import OnlineTopics
+    from models.update import InterestUpdater
 
 log_ = logging.getLogger(__name__)
 
@@ -172,6 +173,8 @@ def run_ablation(
     timing_users: int = 200,
     timing_repeats: int = 3,
     tie_mass_half_life: bool = False,
+    updater: InterestUpdater | None = None,
+    id_prefix: str = "",
     progress: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Run ``variants`` (None: all registered) on each dataset; write ablation.json and .md.
@@ -185,6 +188,11 @@ def run_ablation(
     (the least disturbed by whatever else runs on the machine). With
     ``tie_mass_half_life`` the interests' mass half-life follows the tuned
     updater half-life (`TimeDecayCore`'s option of that name).
+
+    ``updater`` replaces the time-decayed rule in every variant (a learned
+    model, whose catalogue ids are the log's with ``id_prefix``); the
+    half-life grid then tunes nothing (only the mass half-life when tied),
+    so its first value alone is run.
     """
     from models.evaluation.report import write_ablation_reports
 
@@ -195,6 +203,9 @@ def run_ablation(
     if unknown:
         raise ValueError(f"unknown variants {unknown}; registered: {list(VARIANTS)}")
     base = base or CoreParams()
+    if updater is not None and not tie_mass_half_life:
+        half_lives_days = tuple(half_lives_days)[:1]
+    fixed = {"updater": updater, "id_prefix": id_prefix}
     report: dict[str, Any] = {
         "protocol": {
             "split": "leave-last-out per user, time-ordered (ties in file order)",
@@ -208,9 +219,14 @@ def run_ablation(
             f"micro-batches of {batch_size} then the validation event alone, of up to "
             f"{timing_users} users replayed again, variants taking turns user by user, "
             f"fastest of {timing_repeats} rounds",
-            "tuning": f"updater half-life (days) from {list(half_lives_days)} on validation "
-            "NDCG, per variant"
-            + ("; the interests' mass half-life set to it" if tie_mass_half_life else ""),
+            "tuning": (
+                f"updater half-life (days) from {list(half_lives_days)} on validation "
+                "NDCG, per variant"
+                + ("; the interests' mass half-life set to it" if tie_mass_half_life else "")
+                if updater is None
+                else "none (a fixed updater)"
+            ),
+            "updater": "time-decay" if updater is None else updater.name,
             "base": _describe(base),
             "seed": seed,
         },
@@ -222,7 +238,7 @@ def run_ablation(
             f"{data.log.n_rows} events")  # fmt: skip
         report["datasets"][data.name] = _run_dataset(
             data, names, base, tuple(half_lives_days), k, recall_at, batch_size, seed, bootstrap,
-            (timing_users, timing_repeats), tie_mass_half_life, say,
+            (timing_users, timing_repeats), tie_mass_half_life, say, fixed,
         )  # fmt: skip
     report["wall_s"] = round(time.perf_counter() - started, 2)
     if out_dir is not None:
@@ -243,6 +259,7 @@ def _run_dataset(
     timing: tuple[int, int],
     tie: bool,
     say: Callable[[str], None],
+    fixed: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     log = data.log
     split = leave_last_out(log)
@@ -260,7 +277,7 @@ def _run_dataset(
         try:
             entry, model, test = _fit_variant(
                 variant, data, split, base, grid, k, recall_at, batch_size, seed,
-                topics if variant.topics else None, tie,
+                topics if variant.topics else None, tie, fixed,
             )  # fmt: skip
         except Exception:
             entries[name] = {"status": "failed", "reason": traceback.format_exc()}
@@ -324,6 +341,7 @@ def _fit_variant(
     seed: int,
     topics: OnlineTopics | None,
     tie: bool = False,
+    fixed: dict[str, Any] | None = None,
 ) -> tuple[dict[str, Any], TimeDecayCore, MetricAccumulator]:
     """One variant fitted (its half-life tuned on validation) and scored on both phases."""
     params = variant.change(base)
@@ -338,6 +356,7 @@ def _fit_variant(
         topics=topics,
         tie_mass_half_life=tie,
         name=variant.name,
+        **(fixed or {}),
     )
     t0 = time.perf_counter()
     model.fit(split, data.log, seed)
@@ -352,7 +371,8 @@ def _fit_variant(
         "test": _rename(test.result(), recall_at),
         "fit_s": round(fit_s, 2),
         "params": {
-            "half_life_days": model.params["half_life_days"],
+            "updater": core.updater.name,
+            "half_life_days": model.params["half_life_days"] if model.updater is None else None,
             "short_weight": core.levels.short_weight,
             "long_weight": core.levels.long_weight,
             "long_return_weight": core.levels.long_return_weight,

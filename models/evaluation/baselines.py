@@ -27,7 +27,7 @@ from models.core import scores as core_scores
 from models.datasets import Interactions, Split, item_texts
 from models.evaluation.metrics import evaluate
 from models.state import UserState
-from models.update import TimeDecayUpdater
+from models.update import InterestUpdater, TimeDecayUpdater
 from models.window import WindowSpec
 
 if TYPE_CHECKING:
@@ -302,6 +302,14 @@ class TimeDecayCore(_Tuned):
     tie_mass_half_life
         Set the interests' mass half-life (``CompositionSpec.half_life_s``)
         to the updater's at every grid point, instead of keeping the base's.
+    updater
+        An updater to use instead of the time-decayed rule (a
+        `models.learned.LearnedUpdater`); the half-lives then tune nothing of
+        it (only the mass half-life, with ``tie_mass_half_life``).
+    id_prefix
+        Prefix of the catalogue's item ids (``"m"`` for a learned model
+        trained with `interest-stream train`'s default ``--id-prefix``), so
+        the updater finds its learned item embeddings.
 
     Attributes
     ----------
@@ -326,9 +334,13 @@ class TimeDecayCore(_Tuned):
         base: CoreParams | None = None,
         topics: OnlineTopics | None = None,
         tie_mass_half_life: bool = False,
+        updater: InterestUpdater | None = None,
+        id_prefix: str = "",
     ) -> None:
         self.name = name
         self.base = base or CoreParams()
+        self.updater = updater
+        self.id_prefix = id_prefix
         self.topics = topics
         self.tie_mass_half_life = tie_mass_half_life
         self.grid = {
@@ -360,11 +372,12 @@ class TimeDecayCore(_Tuned):
         if vectors is None:
             vectors = encode_catalogue(log, self._encoder_cache)
         self.catalogue = Catalogue(vectors.shape[1])
-        for i, item_id in enumerate(log.item_ids):
+        self._ids = [f"{self.id_prefix}{i}" for i in log.item_ids]
+        for i, item_id in enumerate(self._ids):
             self.catalogue.upsert(item_id, vectors[i], log.genres[i])
         self.catalogue.topics = self.topics
         # The catalogue's own (unit) rows, in dense order.
-        self._matrix = np.stack([self.catalogue.vector(i) for i in log.item_ids])
+        self._matrix = np.stack([self.catalogue.vector(i) for i in self._ids])
         # split.train[u] is a prefix of the user's sequence: ratings line up by position.
         self._ratings = log.sequence_ratings()
         self._replays, self._costs = {}, {}
@@ -382,7 +395,7 @@ class TimeDecayCore(_Tuned):
         self._core = replace(
             base,
             window=self.window,
-            updater=TimeDecayUpdater(half_life_s=half_life_days * DAY),
+            updater=self.updater or TimeDecayUpdater(half_life_s=half_life_days * DAY),
             levels=replace(base.levels, short_weight=short),
             composition=composition,
         )
@@ -411,7 +424,7 @@ class TimeDecayCore(_Tuned):
         for u in range(split.n_users) if users is None else users:
             user_id = log.user_ids[u]
             events = [
-                _behaviour(user_id, log.item_ids[i], event_type, t, f"{u}:{j}", r)
+                _behaviour(user_id, self._ids[i], event_type, t, f"{u}:{j}", r)
                 for j, (i, t, r) in enumerate(
                     zip(split.train[u], split.train_ts[u], self._ratings[u], strict=False)
                 )
@@ -428,7 +441,7 @@ class TimeDecayCore(_Tuned):
                 j = len(events)
                 event = _behaviour(
                     user_id,
-                    log.item_ids[split.valid[u]],
+                    self._ids[split.valid[u]],
                     event_type,
                     float(split.valid_ts[u]),
                     f"{u}:{j}",

@@ -88,10 +88,15 @@ def ablation_table(entry: dict[str, Any], k: int, recall_at: int, phase: str = "
                 name,
                 *(f"{m[key]:.4f}" for key in ("hr", "ndcg", "recall", "diversity", "coverage")),
                 f"{v['cost']['ms_per_event']:.3f}",
-                f"{v['params']['half_life_days']:g}",
+                _half_life(v["params"]),
             ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def _half_life(params: dict[str, Any]) -> str:
+    days = params.get("half_life_days")
+    return "–" if days is None else f"{days:g}"  # a fixed (learned) updater: none
 
 
 def ablation_findings(entry: dict[str, Any], k: int, recall_at: int) -> list[str]:

@@ -139,6 +139,14 @@ def _names(text: str | None) -> list[str]:
     "defaults, e.g. 'open_below=0.6,temperature=0.25' (no-multi keeps max_interests=1); "
     "'half_life_s=updater' makes the interests' mass half-life follow the tuned one.",
 )
+@click.option(
+    "--updater",
+    "updater_dir",
+    type=click.Path(file_okay=False, exists=True, path_type=Path),
+    help="With --ablation: a learned model folder from `interest-stream train` (e.g. "
+    ".interest-stream/train/learned-gru-seed0) to run every variant with, instead of "
+    "the time-decayed rule.",
+)
 def eval_command(
     data: Path | None,
     models: str | None,
@@ -152,6 +160,7 @@ def eval_command(
     synthetic: str,
     half_lives: str,
     composition: str | None,
+    updater_dir: Path | None,
 ) -> None:
     """Score next-item prediction (HR@10, NDCG@10, MRR, coverage) of each model.
 
@@ -174,14 +183,15 @@ def eval_command(
             raise click.UsageError("--models and --train-dir do not apply with --ablation")
         _ablation(
             data, variants, synthetic, half_lives, composition, _ints(seeds), max_users, out,
-            list_models,
+            list_models, updater_dir,
         )  # fmt: skip
         return
     ctx = click.get_current_context()
     given = [
-        f"--{name.replace('_', '-')}"
-        for name in ("variants", "synthetic", "half_lives", "composition")
-        if ctx.get_parameter_source(name) not in (None, click.core.ParameterSource.DEFAULT)
+        param.opts[0]
+        for param in ctx.command.params
+        if param.name in ("variants", "synthetic", "half_lives", "composition", "updater_dir")
+        and ctx.get_parameter_source(param.name) not in (None, click.core.ParameterSource.DEFAULT)
     ]
     if given:
         raise click.UsageError(f"{', '.join(given)} apply only with --ablation")
@@ -232,6 +242,7 @@ def _ablation(
     max_users: int | None,
     out: Path,
     list_variants: bool,
+    updater_dir: Path | None = None,
 ) -> None:
     from dataclasses import replace
 
@@ -255,6 +266,16 @@ def _ablation(
     if data is None and not kinds:
         raise click.UsageError("nothing to run: give --data and/or --synthetic")
     grid = _floats(half_lives)
+    updater, id_prefix = None, ""
+    if updater_dir is not None:
+        from models.learned import LearnedUpdater
+        from models.learned.artifact import ArtifactError
+
+        try:
+            updater = LearnedUpdater.load(updater_dir)
+        except ArtifactError as exc:
+            raise click.UsageError(f"--updater {updater_dir}: {exc}") from exc
+        id_prefix = updater.artifact.manifest["config"].get("id_prefix", "m")
     defaults = CoreParams()
     overrides, tie = _composition(composition)
     base = replace(defaults, composition=replace(defaults.composition, **overrides))
@@ -289,6 +310,8 @@ def _ablation(
         base=base,
         half_lives_days=grid,
         tie_mass_half_life=tie,
+        updater=updater,
+        id_prefix=id_prefix,
         seed=seed,
         progress=lambda line: click.echo(line, err=True),
     )
