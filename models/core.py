@@ -417,15 +417,6 @@ def _short_scores(state: UserState, catalogue: Catalogue, params: CoreParams) ->
     )
 
 
-def mid_direction(state: UserState, params: CoreParams) -> np.ndarray:
-    """The interests' directions averaged by their weights (a unit vector, or zeros)."""
-    if not state.interests:
-        return np.zeros(0, dtype=np.float32)
-    dirs = composition.directions(state.interests, params.updater)
-    w = composition.weights(state.interests, state.last_event_ts, params.composition)
-    return levels.unit(w @ dirs)
-
-
 def interest_summary(
     state: UserState, catalogue: Catalogue, params: CoreParams, before: UserState | None = None
 ) -> dict:
@@ -437,7 +428,9 @@ def interest_summary(
     topics; ``query`` the latest query's phrases.
     """
     short = window_vector(state.window, catalogue)
-    mid = mid_direction(state, params)
+    w = composition.weights(state.interests, state.last_event_ts, params.composition)
+    dirs = params.updater.readable_directions([i.hidden for i in state.interests], catalogue)
+    mid = levels.unit(w @ dirs) if state.interests else np.zeros(0, dtype=np.float32)
     long = levels.unit(state.long_term)
     readable = {
         name: _readable(vec, catalogue)
@@ -453,8 +446,6 @@ def interest_summary(
     out["levels"] = {
         name: {"weight": round(level_share[name], 3), **readable[name]} for name in readable
     }
-    w = composition.weights(state.interests, state.last_event_ts, params.composition)
-    dirs = composition.directions(state.interests, params.updater)
     out["interests"] = [
         {"weight": round(float(w[n]), 3), "events": i.events, **_readable(dirs[n], catalogue)}
         for n, i in enumerate(state.interests)

@@ -24,6 +24,10 @@ if TYPE_CHECKING:
     from models.catalogue import Catalogue
 
 
+#: How many of its best items an item-space updater is read from (`readable_directions`).
+READABLE_TOP = 20
+
+
 class InterestUpdater:
     """Moves a hidden interest vector one event at a time.
 
@@ -115,6 +119,33 @@ class InterestUpdater:
             return np.stack([self.scores(h, zero, catalogue, 0.0) for h in hiddens])
         queries = np.stack([self.query(h) for h in hiddens])
         return catalogue.scores_many(queries)
+
+    def readable_directions(self, hiddens: list[np.ndarray], catalogue: Catalogue) -> np.ndarray:
+        """[len(hiddens), dim] unit directions in the catalogue's text space, to read tags from.
+
+        For the default updaters that is `query`. An updater that ranks in an
+        item space of its own (overrides `scores`) is read from what it
+        recommends: the softmax-weighted mean text vector of its
+        `READABLE_TOP` best items, so the tags a delta shows follow the
+        list, not a direction the model never ranks by.
+        """
+        if not hiddens:
+            return np.zeros((0, catalogue.dim), dtype=np.float32)
+        if type(self).scores is InterestUpdater.scores:
+            return np.stack([self.query(h) for h in hiddens]).astype(np.float32)
+        _, matrix, _ = catalogue.rows()
+        out = np.zeros((len(hiddens), catalogue.dim), dtype=np.float32)
+        for r, row in enumerate(self.scores_many(hiddens, catalogue)):
+            ok = np.flatnonzero(np.isfinite(row))
+            if not ok.size:
+                continue
+            top = ok[np.argsort(-row[ok], kind="stable")[:READABLE_TOP]]
+            w = np.exp(row[top] - row[top].max())
+            v = (w / w.sum()) @ matrix[top]
+            norm = float(np.linalg.norm(v))
+            if norm > 1e-12:
+                out[r] = v / norm
+        return out
 
     def rank(
         self,

@@ -98,6 +98,7 @@ def run_demo(
 
     n_bad = len(records) - len(workload.events)
     summary = _summary(workload, seen, len(records), n_bad, elapsed, rate, show_user)
+    summary["updater"] = settings.updater
     summary["topics"] = topics_learned
     summary["cold_start"] = cold_start
     _print_summary(summary)
@@ -360,6 +361,7 @@ def _percentile(values: list[float], q: float) -> float | None:
 def _print_summary(s: dict) -> None:
     print()
     print(f"workload            {s['workload']}")
+    print(f"updater             {s['updater']}")
     print(f"records published   {s['records_published']} ({s['bad_records_published']} bad)")
     print(f"events processed    {s['events_processed']}")
     print(f"deltas published    {s['deltas_published']}")

@@ -32,6 +32,23 @@ def open_encoder(settings: Settings) -> Encoder:
     )
 
 
+NO_MODEL = (
+    "NO LEARNED MODEL: this worker runs the time-decayed rule (updater=time-decay), which "
+    "ranks far below a trained model (MovieLens-100K NDCG@10 0.015 against the learned "
+    "cell's 0.12). Train one with `interest-stream train --data DIR --out OUT --seeds 0 "
+    "--model learned-gru` (minutes on a CPU) and set INTEREST_STREAM_UPDATER="
+    "OUT/learned-gru-seed0."
+)
+
+
+def announce_updater(settings: Settings) -> None:
+    """Say which updater this worker runs; loudly (a warning) when it has no learned model."""
+    if settings.updater == "time-decay":
+        log.warning(NO_MODEL)
+    else:
+        log.info("updater: the learned model in %s", settings.updater)
+
+
 def run_worker(settings: Settings, bootstrap: str) -> None:
     """Run a Faust worker until it is stopped (SIGTERM / Ctrl-C).
 
@@ -41,6 +58,7 @@ def run_worker(settings: Settings, bootstrap: str) -> None:
     stamps the heartbeat; all of it stops after the Faust worker.
     """
     log.info("starting worker with %s on %s", settings, bootstrap)
+    announce_updater(settings)
     health = Health(settings.health_stall_seconds)
     server = None
     if settings.health_port:

@@ -191,6 +191,7 @@ def synthetic_workload(
     start_ts: float = 1_700_000_000.0,
     shift_kinds: Sequence[str] | None = None,
     gradual_span: int = 20,
+    user_seed: int | None = None,
 ) -> Workload:
     """A seeded catalogue of tagged items and users whose interest may drift.
 
@@ -213,6 +214,11 @@ def synthetic_workload(
 
     The other users never shift. Each `Drift` records the first event the
     shift touches (index and time), its kind and span.
+
+    ``user_seed`` (default None: users follow from ``seed``) draws the users
+    and their events from a seed of their own over the same catalogue: a
+    second, disjoint behaviour log for the same items, as the demo trains
+    its learned updater on.
 
     >>> w = synthetic_workload(users=4, items_per_tag=5, events_per_user=6, seed=1)
     >>> w.description
@@ -247,6 +253,8 @@ def synthetic_workload(
                           "tags": [tag]})  # fmt: skip
             by_tag[tag].append(item_id)
 
+    if user_seed is not None:
+        rng = np.random.default_rng([seed, user_seed])
     drifting = set(rng.choice(users, size=round(drift_fraction * users), replace=False).tolist())
     n = min(events_per_user, len(items))
     events: list[dict] = []
@@ -293,7 +301,8 @@ def synthetic_workload(
     events.sort(key=lambda e: e["ts"])
     description = (
         f"synthetic: {users} users, {len(items)} items over {len(TAGS)} tags, "
-        f"{len(events)} events, {len(drifts)} drifts (seed={seed})"
+        f"{len(events)} events, {len(drifts)} drifts (seed={seed}"
+        + (f", user_seed={user_seed})" if user_seed is not None else ")")
     )
     return Workload(items, events, drifts, description)
 

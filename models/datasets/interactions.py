@@ -32,6 +32,11 @@ class Interactions:
         Dense index -> original id.
     titles, genres
         Per dense item; ``""`` and ``()`` when unknown.
+    weights
+        float32 signed behaviour weight per row, as the workers compute it
+        (`models.behaviour.event_weight`), for logs of typed behaviours (a
+        view, a like); None for rating logs, whose weights follow from the
+        stars (`sequence_weights`).
     """
 
     users: np.ndarray
@@ -42,6 +47,7 @@ class Interactions:
     item_ids: list[str]
     titles: list[str]
     genres: list[tuple[str, ...]]
+    weights: np.ndarray | None = None
 
     @property
     def n_users(self) -> int:
@@ -74,6 +80,13 @@ class Interactions:
         """Per user, the ratings matching `sequences`."""
         b = self._bounds
         return [self.ratings[b[u] : b[u + 1]] for u in range(self.n_users)]
+
+    def sequence_weights(self) -> list[np.ndarray] | None:
+        """Per user, the behaviour weights matching `sequences` (None for a rating log)."""
+        if self.weights is None:
+            return None
+        b = self._bounds
+        return [self.weights[b[u] : b[u + 1]] for u in range(self.n_users)]
 
     def item_text(self, i: int) -> str:
         """Title and genres of item ``i`` as one line, the text the encoder sees."""

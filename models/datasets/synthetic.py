@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from models.behaviour import Behaviour, event_weight
 from models.datasets.interactions import Interactions, item_text
 
 #: Behaviour types that are not an interaction the user wanted: left out of a log.
@@ -66,6 +67,7 @@ def interactions_from_records(
     item_rows = np.array([index[str(e["item_id"])] for e in kept], dtype=np.int64)
     ts = np.array([float(e["ts"]) for e in kept], dtype=np.float64)
     ratings = np.array([float(e.get("rating") or 1.0) for e in kept], dtype=np.float32)
+    weights = np.array([_weight(e) for e in kept], dtype=np.float32)
     order = np.lexsort((np.arange(len(kept)), ts, users))
     return Interactions(
         users=users[order],
@@ -76,7 +78,18 @@ def interactions_from_records(
         item_ids=item_ids,
         titles=[str(r.get("title", "")) for r in items],
         genres=[tuple(str(t) for t in r.get("tags", ())) for r in items],
+        weights=weights[order],
     )
+
+
+def _weight(record: Mapping[str, Any]) -> float:
+    """The signed weight the workers give a behaviour record (type, rating, explicit weight)."""
+    rating, weight = record.get("rating"), record.get("weight")
+    return event_weight(
+        Behaviour("u", "i", str(record.get("type", "view")), 0.0, "e",
+                  weight=None if weight is None else float(weight),
+                  rating=None if rating is None else float(rating))
+    )  # fmt: skip
 
 
 def record_texts(items: Sequence[Mapping[str, Any]]) -> list[str]:

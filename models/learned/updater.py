@@ -67,6 +67,27 @@ class LearnedUpdater(InterestUpdater):
         new = self.cell.step(hidden, item, np.float32(weight), gap_features(hidden_ts, ts))
         return new, ts if hidden_ts is None else max(hidden_ts, ts)
 
+    def merge(
+        self,
+        a: np.ndarray,
+        a_ts: float | None,
+        a_mass: float,
+        b: np.ndarray,
+        b_ts: float | None,
+        b_mass: float,
+    ) -> tuple[np.ndarray, float | None]:
+        """The heavier interest's hidden state (ties: ``a``), at the later of the two times.
+
+        A GRU state is not linear: the mean of two states is a state no
+        sequence of events leads to, and the cell's output for it can point
+        anywhere (on the demo's catalogue, a gardening user's merged state
+        ranked finance first). The lighter interest's events are few by
+        construction; its mass still adds to the merged interest.
+        """
+        hidden = a if a_mass >= b_mass else b
+        times = [t for t in (a_ts, b_ts) if t is not None]
+        return np.asarray(hidden, dtype=np.float32), max(times) if times else None
+
     def query(self, hidden: np.ndarray) -> np.ndarray:
         """A unit vector in the catalogue's (text) space: the model's text direction."""
         return self.cell.text_query(hidden)

@@ -13,7 +13,6 @@ Running the same command again resumes unfinished runs and reuses finished ones.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from dataclasses import replace
@@ -39,6 +38,7 @@ from models.training.trainer import (
     gru_scores,
     pick_device,
     sasrec_scores,
+    split_fingerprint,
     train_gru,
     train_sasrec,
 )
@@ -73,15 +73,6 @@ def gru_numpy_scores(
         reps,
     )
     return cell.scores(states, reps)
-
-
-def split_fingerprint(split: Split) -> str:
-    """A short hash of the training data, so a saved model is reused only on its own split."""
-    h = hashlib.sha256()
-    h.update(str((split.n_users, split.n_items)).encode())
-    for arr in (*split.train, split.valid, split.test):
-        h.update(np.ascontiguousarray(arr, dtype="<i8").tobytes())
-    return h.hexdigest()[:16]
 
 
 def fit_gru(
@@ -185,12 +176,33 @@ def train_all(
     progress: Progress | None = None,
 ) -> list[dict[str, Any]]:
     """Train every model for every seed on the leave-last-out split; write the report."""
+    return train_log(
+        load_movielens(data, max_users=max_users), out, models=models, seeds=seeds,
+        device=device, gru=gru, sasrec=sasrec, id_prefix=id_prefix, progress=progress,
+    )  # fmt: skip
+
+
+def train_log(
+    log_: Interactions,
+    out: str | Path,
+    *,
+    texts: list[str] | None = None,
+    models: tuple[str, ...] = MODELS,
+    seeds: tuple[int, ...] = (0,),
+    device: str = "auto",
+    gru: GruConfig | None = None,
+    sasrec: SasrecConfig | None = None,
+    id_prefix: str = "m",
+    progress: Progress | None = None,
+) -> list[dict[str, Any]]:
+    """`train_all` on a log already loaded (``texts``: what the workers embed per item)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    log_ = load_movielens(data, max_users=max_users)
     split = leave_last_out(log_)
     runs: list[dict[str, Any]] = []
-    text = text_embeddings(log_, out / "text-embeddings") if "learned-gru" in models else None
+    text = (
+        text_embeddings(log_, out / "text-embeddings", texts) if "learned-gru" in models else None
+    )
     for seed in seeds:
         for name in models:
             if name == "learned-gru":

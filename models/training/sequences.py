@@ -39,9 +39,11 @@ def histories(split: Split, log: Interactions, phase: str) -> UserSequences:
     """Each user's history before the ``phase`` target ("train" = train part only).
 
     "valid" and "train" give the train part, "test" adds the validation event.
-    Weights come from the log's ratings (the split keeps items and times only).
+    Weights are the log's behaviour weights, or for a rating log follow from
+    its stars (the split keeps items and times only).
     """
     ratings = log.sequence_ratings()
+    typed = log.sequence_weights()
     items, weights, ts = [], [], []
     for u in range(split.n_users):
         n = len(split.train[u])
@@ -51,7 +53,9 @@ def histories(split: Split, log: Interactions, phase: str) -> UserSequences:
             seq_items = np.append(seq_items, split.valid[u])
             seq_ts = np.append(seq_ts, split.valid_ts[u])
         items.append(np.asarray(seq_items, dtype=np.int64))
-        weights.append(rating_weights(ratings[u][:n]))
+        weights.append(
+            rating_weights(ratings[u][:n]) if typed is None else typed[u][:n].astype(np.float32)
+        )
         ts.append(np.asarray(seq_ts, dtype=np.float64))
     return UserSequences(items, weights, ts)
 

@@ -17,12 +17,19 @@ from models.encoder import ensure_exported
 from models.encoder.embedding_cache import cached_embeddings
 
 
-def text_embeddings(log: Interactions, cache_dir: str | Path | None = None) -> np.ndarray:
+def text_embeddings(
+    log: Interactions, cache_dir: str | Path | None = None, texts: list[str] | None = None
+) -> np.ndarray:
     """[n_items, 384] float32 unit embeddings of the items' texts (cached in ``cache_dir``).
 
+    ``texts`` (one per dense item) replaces `item_texts` where the workers
+    embed another text than title and genres (item records with a ``text``).
     The export is the default one (`models.encoder.ensure_exported`), made
     here when missing (training has the `train` extra).
     """
+    texts = item_texts(log) if texts is None else texts
+    if len(texts) != len(log.item_ids):
+        raise ValueError(f"{len(texts)} texts for {len(log.item_ids)} items")
     return cached_embeddings(
-        item_texts(log), ensure_exported(), Path(cache_dir) if cache_dir is not None else None
+        texts, ensure_exported(), Path(cache_dir) if cache_dir is not None else None
     )

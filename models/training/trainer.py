@@ -8,6 +8,7 @@ run started again with the same config and seed resumes from it.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import time
@@ -36,6 +37,15 @@ from models.training.sequences import (
 log = logging.getLogger("interest_stream.training")
 
 Progress = Callable[[dict[str, Any]], None]
+
+
+def split_fingerprint(split: Split) -> str:
+    """A short hash of the training data, so a saved model is reused only on its own split."""
+    h = hashlib.sha256()
+    h.update(str((split.n_users, split.n_items)).encode())
+    for arr in (*split.train, split.valid, split.test):
+        h.update(np.ascontiguousarray(arr, dtype="<i8").tobytes())
+    return h.hexdigest()[:16]
 
 
 @dataclass
@@ -176,7 +186,7 @@ def train_gru(
         opt,
         lambda: _gru_epoch(model, opt, train, cfg, rng, dev),
         evaluate,
-        cfg.to_dict(),
+        {**cfg.to_dict(), "data": split_fingerprint(split)},
         cfg.max_epochs,
         cfg.patience,
         seed,

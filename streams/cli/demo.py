@@ -15,6 +15,10 @@ from streams.cli.options import cassandra_overrides, effective_settings, is_set
 
 #: The synthetic users act every ~45 min over a day or two: decay and window
 #: on that time scale (unless set explicitly) make their shifts visible.
+#: With no --max-users, a MovieLens demo replays this share of the users;
+#: the learned updater trains on the others.
+MOVIELENS_REPLAY_SHARE = 0.3
+
 SYNTHETIC_SCALE = {
     "half_life_seconds": 6 * 3600.0,
     "window_events": 10,
@@ -26,7 +30,10 @@ SYNTHETIC_SCALE = {
 @click.option("--kafka", "bootstrap", help="Use this Kafka instead of the embedded broker.")
 @click.option("--cassandra", help="Use this Cassandra HOST[,HOST][:PORT] as the state store.")
 @click.option("--movielens", type=click.Path(exists=True, file_okay=False), help="ml-100k dir.")
-@click.option("--max-users", type=int, default=None, help="MovieLens: first N users only.")
+@click.option(
+    "--max-users", type=int, default=None,
+    help="MovieLens: replay the first N users (default: a seeded 30%); the others train the model.",
+)  # fmt: skip
 @click.option("--users", type=int, default=40, show_default=True, help="Synthetic users.")
 @click.option("--events-per-user", type=int, default=60, show_default=True)
 @click.option("--seed", type=int, default=7, show_default=True)
@@ -35,6 +42,10 @@ SYNTHETIC_SCALE = {
 @click.option("--data-dir", help="Keep the store here (default: a temp dir, removed after).")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write the summary.")
 @click.option("--timeout", type=float, default=900.0, show_default=True)
+@click.option(
+    "--time-decay", is_flag=True,
+    help="Run the time-decayed rule instead of training (or reusing) a learned updater.",
+)  # fmt: skip
 def demo(
     bootstrap: str | None,
     cassandra: str | None,
@@ -48,9 +59,11 @@ def demo(
     data_dir: str | None,
     json_path: str | None,
     timeout: float,
+    time_decay: bool,
 ) -> None:
     """Run the whole pipeline on a replayed behaviour stream and print a summary."""
     from streams.demo import DemoError, run_demo
+    from streams.demo_model import demo_updater, replay_users, split_users, synthetic_training
     from streams.workload import movielens_workload, synthetic_workload
 
     logging.basicConfig(level=logging.WARNING)
@@ -69,9 +82,16 @@ def demo(
         **scale, **isolate, **cassandra_overrides(cassandra),
     )  # fmt: skip
     if movielens:
-        workload = movielens_workload(movielens, max_users=max_users)
+        full = movielens_workload(movielens)
+        replay = replay_users(full, first=max_users, share=MOVIELENS_REPLAY_SHARE, seed=seed)
+        workload, training = split_users(full, replay)
     else:
         workload = synthetic_workload(users=users, events_per_user=events_per_user, seed=seed)
+        training = synthetic_training(seed=seed, events_per_user=events_per_user)
+    if not is_set("updater") and not time_decay:
+        model = demo_updater(training)
+        if model is not None:
+            settings = settings.replace(updater=str(model))
     try:
         summary = run_demo(settings, workload, rate=rate, bad_records=not no_bad_records,
                            timeout=timeout)  # fmt: skip
