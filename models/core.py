@@ -109,6 +109,8 @@ class Delta:
     reranked: tuple[tuple[str, float, int, int], ...]  # item, score, rank, previous rank
     top_k: tuple[Ranked, ...]
     interest: dict[str, object]
+    #: The updater (model and version) that produced it: `UserState.updater`.
+    model: str = ""
 
 
 @dataclass(frozen=True)
@@ -286,6 +288,7 @@ def diff(
         reranked=reranked,
         top_k=tuple(new),
         interest=interest,
+        model=state.updater,
     )
 
 
@@ -311,6 +314,7 @@ def restate(
         reranked=(),
         top_k=state.top_k,
         interest=interest_summary(state, catalogue, params, before=state),
+        model=state.updater or params.updater.name,
     )
 
 

@@ -24,9 +24,11 @@ from typing import TypeVar
 import faust
 from faust.types import EventT
 
+from models.core import CoreParams
 from models.encoder.base import Encoder
 from streams import transport
 from streams.health import Health, describe
+from streams.model_watch import ModelWatch
 from streams.processor import (
     BehaviourProcessor,
     CatalogueSync,
@@ -66,6 +68,7 @@ def build_runtime(
         shared = SharedTopics(store, encoder.dim, max_topics=settings.max_topics)
     sync = CatalogueSync(store, encoder.dim, shared)
     topics = settings.topics
+    params = settings.core_params()
     return Runtime(
         settings=settings,
         store=store,
@@ -73,14 +76,23 @@ def build_runtime(
             store,
             sync,
             encoder,
-            settings.core_params(),
+            params,
             topics,
             limits=settings.limits(),
             delta_schema=settings.delta_schema,
+            watch=_model_watch(settings, params),
         ),
         items=ItemProcessor(store, sync, encoder, topics),
         health=health or Health(settings.health_stall_seconds),
     )
+
+
+def _model_watch(settings: Settings, params: CoreParams) -> ModelWatch | None:
+    """Hot reload of a learned model's folder (`streams.model_watch`), when one runs."""
+    artifact = getattr(params.updater, "artifact", None)
+    if artifact is None or settings.updater_watch_seconds <= 0:
+        return None
+    return ModelWatch(settings.updater, artifact.model_version, settings.updater_watch_seconds)
 
 
 def create_app(settings: Settings, bootstrap: str, runtime: Runtime) -> faust.App:

@@ -269,6 +269,7 @@ def encode_delta(delta: Delta, source_ts_ms: int | None, schema: int = 2) -> byt
             ],
             "top_k": [{"item_id": i, "score": s} for i, s in delta.top_k],
             "interest": interest,
+            **({"model": delta.model} if schema == 2 and delta.model else {}),
         }
     )
 
@@ -309,6 +310,8 @@ class DeltaRecord:
     reranked: tuple[tuple[str, float, int, int], ...]
     top_k: tuple[tuple[str, float], ...]
     interest: dict[str, Any]
+    #: The updater that produced it (schema 2; None in schema 1 and older schema-2 records).
+    model: str | None = None
 
 
 def decode_delta(value: bytes | None) -> DeltaRecord | Rejected:
@@ -378,6 +381,7 @@ def decode_delta(value: bytes | None) -> DeltaRecord | Rejected:
                 for t in _delta_rows(obj, "top_k")
             ),
             interest=_delta_object(obj, "interest"),
+            model=_delta_optional(obj, "model", _delta_str),
         )
     except _BadDelta as exc:
         return exc.rejected

@@ -45,6 +45,7 @@ from streams.stores.base import Store, StoredItem
 from streams.topics import Topics
 
 if TYPE_CHECKING:
+    from streams.model_watch import ModelWatch
     from streams.shared_topics import SharedTopics
 
 log = logging.getLogger("interest_stream.processor")
@@ -352,14 +353,17 @@ class BehaviourProcessor:
         clock: Callable[[], float] = time.time,
         limits: Limits = DEFAULT_LIMITS,
         delta_schema: int = 2,
+        watch: ModelWatch | None = None,
     ):
         self.store, self.sync, self.encoder = store, sync, encoder
         self.params, self.topics, self.clock, self.limits = params, topics, clock, limits
-        self.delta_schema = delta_schema
+        self.delta_schema, self.watch = delta_schema, watch
 
     def process(self, records: Sequence[RawRecord]) -> Outcome:
         now = self.clock()
         self.sync.refresh()
+        if self.watch is not None and (updater := self.watch.poll()) is not None:
+            self.params = replace(self.params, updater=updater)
         return isolate(
             records, lambda batch: self._batch(batch, now), self.topics, now, "behaviours"
         )

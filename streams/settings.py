@@ -92,6 +92,9 @@ class Settings:
     #: "time-decay" (the rule, ``half_life_seconds``) or the folder of an exported
     #: learned updater (``interest-stream train``), which then replaces the rule.
     updater: str = "time-decay"
+    #: Seconds between two looks at a learned ``updater`` folder for a newly
+    #: exported version (hot reload, `streams.model_watch`); 0: never.
+    updater_watch_seconds: float = 10.0
     #: Short-term (window) level's share of the ranking while the user is active.
     short_term_weight: float = 0.3
     #: Long-term level's share while active, and after a long absence (see README "Levels").
@@ -185,6 +188,8 @@ class Settings:
             self.limits()
         except ValueError as exc:
             raise SettingsError(f"record limits: {exc}") from exc
+        if not (self.updater_watch_seconds >= 0 and math.isfinite(self.updater_watch_seconds)):
+            raise SettingsError("updater_watch_seconds must be a finite number >= 0 (0: never)")
         if not (self.half_life_seconds > 0 and math.isfinite(self.half_life_seconds)):
             raise SettingsError("half_life_seconds must be a positive number")
         if not 0.0 <= self.short_term_weight <= 1.0:

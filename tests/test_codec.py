@@ -123,3 +123,15 @@ def test_a_delta_names_the_snapshot_request_it_answers() -> None:
     body = json.loads(codec.encode_delta(delta, 123))
     assert body["cause"]["kind"] == "snapshot" and body["cause"]["request_id"] == "snap-9"
     assert body["cause"]["source_ts_ms"] == 123
+
+
+def test_a_schema_2_delta_names_its_model_and_schema_1_does_not() -> None:
+    from models.core import Cause, Delta
+
+    delta = Delta("u1", 4, NOW, Cause(), (), (), (), (), {}, model="learned-gru(abc)")
+    assert json.loads(codec.encode_delta(delta, None))["model"] == "learned-gru(abc)"
+    got = codec.decode_delta(codec.encode_delta(delta, None))
+    assert not isinstance(got, Rejected) and got.model == "learned-gru(abc)"
+    assert "model" not in json.loads(codec.encode_delta(delta, None, schema=1))
+    old = codec.decode_delta(codec.encode_delta(delta, None, schema=1))
+    assert not isinstance(old, Rejected) and old.model is None

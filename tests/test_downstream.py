@@ -87,6 +87,7 @@ def test_decode_delta_restores_what_encode_delta_wrote(delta: Delta, source_ts_m
     assert got.added == delta.added and got.removed == delta.removed
     assert got.reranked == delta.reranked and got.top_k == delta.top_k
     assert got.interest == json.loads(json.dumps(delta.interest))
+    assert got.model == delta.model and delta.model, "every delta names its model"
 
 
 def test_every_cause_kind_is_covered():

@@ -34,11 +34,13 @@ def small_catalogue(seed: int = 0) -> Catalogue:
     return cat
 
 
-def random_cell_weights(rng: np.random.Generator, n_vocab: int) -> dict[str, np.ndarray]:
+def random_cell_weights(
+    rng: np.random.Generator, n_vocab: int, text_dim: int = TEXT_DIM
+) -> dict[str, np.ndarray]:
     shapes = {
-        "text_w": (TEXT_DIM, ITEM_DIM),
+        "text_w": (text_dim, ITEM_DIM),
         "text_b": (ITEM_DIM,),
-        "text_bias_w": (TEXT_DIM,),
+        "text_bias_w": (text_dim,),
         "id_emb": (n_vocab, ITEM_DIM),
         "id_bias": (n_vocab,),
         "w_ih": (3 * HIDDEN, ITEM_DIM + 2 + N_GAP),
