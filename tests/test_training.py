@@ -185,3 +185,42 @@ def test_ablation_refuses_an_updater_folder_that_is_not_a_model(tmp_path) -> Non
     args = ["--ablation", "--data", str(data), "--updater", str(tmp_path), "--synthetic", "none"]
     result = CliRunner().invoke(eval_command, args)
     assert result.exit_code == 2 and "--updater" in result.output, result.output
+
+
+def test_multi_task_training_learns_the_next_events_weight(tmp_path) -> None:
+    """aux_weight > 0 adds a head that predicts the next event's signed weight; it
+    learns (its error falls below that of always guessing the mean) and is not exported."""
+    import torch
+
+    from models.datasets import leave_last_out, load_movielens
+    from models.learned.artifact import WEIGHT_NAMES
+    from models.training.gru import FusedGru
+    from models.training.pipeline import with_overrides
+    from models.training.sequences import histories
+    from models.training.text import text_embeddings
+    from models.training.trainer import _gru_epoch, gru_batch
+
+    gru, _ = _configs()
+    gru = with_overrides(gru, {"aux_weight": "1.0", "dropout": "0.0"})
+    log = load_movielens(require_ml100k(), max_users=USERS)
+    split = leave_last_out(log)
+    text = text_embeddings(log, tmp_path / "text-embeddings")
+    seqs = histories(split, log, "train")
+    torch.manual_seed(0)
+    warm = np.bincount(np.concatenate(split.train), minlength=split.n_items) > 0
+    model = FusedGru(torch.from_numpy(text), torch.from_numpy(warm), gru)
+    opt = torch.optim.Adam(model.parameters(), lr=gru.lr)
+    rng = np.random.default_rng(0)
+    for _ in range(16):
+        assert np.isfinite(_gru_epoch(model, opt, seqs, gru, rng, torch.device("cpu")))
+    assert sorted(model.export_weights()[0]) == sorted(WEIGHT_NAMES), "the head stays here"
+    items, weights, gaps, lengths = gru_batch(seqs, np.arange(USERS), 10**6, torch.device("cpu"))
+    model.eval()
+    with torch.no_grad():
+        h = model.hidden_states(model.item_reps(), items[:, :-1], weights[:, :-1], gaps[:, :-1],
+                                lengths - 1)  # fmt: skip
+        mask = torch.arange(h.shape[1])[None] < (lengths - 1)[:, None]
+        pred, want = model.next_weight(h[mask]), weights[:, 1:][mask]
+    mse = float(((pred - want) ** 2).mean())
+    baseline = float(((want - want.mean()) ** 2).mean())
+    assert mse < 0.95 * baseline, (mse, baseline)

@@ -37,6 +37,11 @@ class GruConfig:
     p_swap: float = 0.05
     #: Sampled-softmax negatives per position; 0 means the full softmax over all items.
     negatives: int = 0
+    #: Multi-task: weight of an auxiliary loss, the squared error of predicting
+    #: the next event's signed behaviour weight (its rating, or its type: a
+    #: like from a view from a skip) from the same state; 0 turns it off. The
+    #: auxiliary head is not exported: it only shapes the state during training.
+    aux_weight: float = 0.0
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -67,6 +72,8 @@ class FusedGru(nn.Module):
         self.gru = nn.GRU(cfg.item_dim + 2 + N_GAP, cfg.hidden_dim, batch_first=True)
         self.out = nn.Linear(cfg.hidden_dim, cfg.item_dim)
         self.drop = nn.Dropout(cfg.dropout)
+        # Made only when used, so that without it the initialisation is as before.
+        self.aux = nn.Linear(cfg.hidden_dim, 1) if cfg.aux_weight > 0 else None
 
     def item_reps(self) -> torch.Tensor:
         """[n_items, item_dim + 1]: fused vector and score bias in the last column."""
@@ -91,6 +98,12 @@ class FusedGru(nn.Module):
         out, _ = self.gru(packed)
         out, _ = pad_packed_sequence(out, batch_first=True, total_length=items.shape[1])
         return out
+
+    def next_weight(self, hidden: torch.Tensor) -> torch.Tensor:
+        """The auxiliary head: the predicted signed weight of the next event, per state."""
+        if self.aux is None:
+            raise ValueError("this model has no auxiliary head (aux_weight is 0)")
+        return self.aux(self.drop(hidden))[..., 0]
 
     def queries(self, hidden: torch.Tensor) -> torch.Tensor:
         q = self.out(self.drop(hidden))

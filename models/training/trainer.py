@@ -145,6 +145,9 @@ def _gru_epoch(
             loss = F.cross_entropy(logits, labels)
         else:
             loss = F.cross_entropy(q @ reps.T, target)
+        if cfg.aux_weight > 0:  # multi-task: also predict how the user will act next
+            next_w = weights[:, 1:][mask]
+            loss = loss + cfg.aux_weight * F.mse_loss(model.next_weight(h[mask]), next_w)
         opt.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
