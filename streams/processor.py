@@ -32,11 +32,12 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from models.behaviour import Behaviour, EncodedPhrase, Position
+from models.behaviour import Behaviour, EncodedPhrase, Position, event_weight
 from models.catalogue import Catalogue
 from models.core import Cause, CoreParams, Delta, StepResult, new_state, restate, step
 from models.encoder.base import Encoder
 from models.interest.query import Phrase, QueryError, decompose
+from models.learned.prototypes import ItemPrototypes
 from models.state import UnreadableState, UserState
 from streams import codec
 from streams.codec import DEFAULT_LIMITS, ItemTombstone, ItemUpdate, Limits, Rejected, Wakeup
@@ -46,6 +47,7 @@ from streams.topics import Topics
 
 if TYPE_CHECKING:
     from streams.model_watch import ModelWatch
+    from streams.shared_prototypes import SharedPrototypes
     from streams.shared_topics import SharedTopics
 
 log = logging.getLogger("interest_stream.processor")
@@ -327,6 +329,9 @@ class _UserPlan:
     deltas: list[tuple[Delta, int | None]] = field(default_factory=list)
     #: The state version the deltas describe (written, or read unchanged; 0: no state).
     version: int = 0
+    #: (item id, the user's ranking query before the batch) per applied event on
+    #: an item the learned model never saw (`streams.shared_prototypes`).
+    observed: list[tuple[str, np.ndarray]] = field(default_factory=list)
 
 
 class NonFiniteState(ArithmeticError):
@@ -354,16 +359,31 @@ class BehaviourProcessor:
         limits: Limits = DEFAULT_LIMITS,
         delta_schema: int = 2,
         watch: ModelWatch | None = None,
+        online_part: bool = True,
     ):
         self.store, self.sync, self.encoder = store, sync, encoder
         self.params, self.topics, self.clock, self.limits = params, topics, clock, limits
         self.delta_schema, self.watch = delta_schema, watch
+        self.prototypes = self._prototypes_for(params.updater) if online_part else None
+        self.online_part = online_part
+
+    def _prototypes_for(self, updater: object) -> SharedPrototypes | None:
+        from models.learned import LearnedUpdater
+        from streams.shared_prototypes import SharedPrototypes
+
+        if not isinstance(updater, LearnedUpdater):
+            return None
+        return SharedPrototypes(self.store, updater)
 
     def process(self, records: Sequence[RawRecord]) -> Outcome:
         now = self.clock()
         self.sync.refresh()
         if self.watch is not None and (updater := self.watch.poll()) is not None:
             self.params = replace(self.params, updater=updater)
+            if self.online_part:  # another model's queries: its own online part
+                self.prototypes = self._prototypes_for(updater)
+        if self.prototypes is not None:
+            self.prototypes.refresh()
         return isolate(
             records, lambda batch: self._batch(batch, now), self.topics, now, "behaviours"
         )
@@ -375,8 +395,20 @@ class BehaviourProcessor:
         self._encode_queries(batch, now, out)
         states = self.store.get_states(batch.users)
         plans = [self._apply(user, states.get(user), batch, now, out) for user in batch.users]
-        self._publish([p for p in plans if p is not None], batch, out)
+        written = self._publish([p for p in plans if p is not None], batch, out)
+        if self.prototypes is not None:
+            self._learn_online(written)
         return out
+
+    def _learn_online(self, plans: list[_UserPlan]) -> None:
+        """Add the written users' events on items the model never saw to the shared part."""
+        assert self.prototypes is not None
+        observed = ItemPrototypes(self.prototypes.model_version)
+        for plan in plans:
+            for item_id, query in plan.observed:
+                observed.add(item_id, query)
+        if len(observed):
+            self.prototypes.learn(observed)
 
     # -- decode ------------------------------------------------------------
 
@@ -509,6 +541,8 @@ class BehaviourProcessor:
             where = ", ".join(str(e.position) for e in events) or "wake-up"
             log.exception("core failed for user=%s on %s; one event at a time", user, where)
             results = self._step_each(stored, events, refresh, batch, now, out)
+        if self.prototypes is not None and isinstance(stored, UserState):
+            plan.observed = self._cold_choices(stored, results)
         for result in results:
             self._account(user, result, batch, now, out)
             if result.changed and result.state is not None:
@@ -526,6 +560,29 @@ class BehaviourProcessor:
             plan.deltas.append((snapshot, rec.timestamp_ms))
             out.count("snapshots")
         return plan if plan.write is not None or plan.deltas else None
+
+    def _cold_choices(
+        self, before: UserState, results: list[StepResult]
+    ) -> list[tuple[str, np.ndarray]]:
+        """(item, query) for each applied positive event on an item the model never saw.
+
+        The query is that of the user's heaviest interest before the batch:
+        what the model would have ranked the item by.
+        """
+        updater = self.params.updater
+        if not before.interests or not hasattr(updater, "is_cold"):
+            return []
+        heaviest = max(before.interests, key=lambda i: i.mass)
+        if heaviest.hidden.shape != updater.initial(0).shape:
+            return []  # a state of another model: its hidden state means nothing here
+        query = updater.cell.query(heaviest.hidden)
+        types = self.params.type_weights
+        return [
+            (e.item_id, query)
+            for r in results
+            for e in r.applied
+            if e.item_id and updater.is_cold(e.item_id) and event_weight(e, types) > 0
+        ]
 
     def _step(
         self,
@@ -622,7 +679,8 @@ class BehaviourProcessor:
 
     # -- publish -----------------------------------------------------------
 
-    def _publish(self, plans: list[_UserPlan], batch: _Batch, out: Outcome) -> None:
+    def _publish(self, plans: list[_UserPlan], batch: _Batch, out: Outcome) -> list[_UserPlan]:
+        """Write the states (fenced), queue the deltas; returns the plans not fenced off."""
         writes = [p.write for p in plans if p.write is not None]
         fenced = set(self.store.put_states(writes))
         for user in sorted(fenced):
@@ -638,6 +696,7 @@ class BehaviourProcessor:
                 fence = (plan.user, plan.version)
                 out.outputs.append(Output(self.topics.deltas, plan.user.encode(), value, fence))
                 out.count("deltas")
+        return [p for p in plans if p.user not in fenced]
 
     def drop_superseded(self, outcome: Outcome) -> Outcome:
         """Hold back the deltas of users whose stored state moved on since `process`.

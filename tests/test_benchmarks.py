@@ -189,3 +189,18 @@ def test_structure_cost_compares_every_configuration_with_the_single_vector(
     assert set(costs) == {"single-vector", "+interests", "+long-term", "full"}
     assert costs["single-vector"]["ratio"] == 1.0
     assert all(c["median_s"] > 0 for c in costs.values())
+
+
+def test_new_items_quick_scores_text_alone_against_the_online_parts(tmp_path: Path) -> None:
+    from tests.paths import require_ml100k
+
+    out = tmp_path / "new_items.json"
+    _run_quick("new_items.py", out, "--data", str(require_ml100k()), "--max-users", "120",
+               "--epochs", "3", "--work", str(tmp_path / "work"))  # fmt: skip
+    report = json.loads(out.read_text())
+    assert report["targets"] > 0 and report["new_items"] > 0
+    assert report["train_events"] + report["stream_events"] > report["train_events"] > 0
+    assert set(report["results"]) == {"text", "cooc", "online"}
+    for variant in report["results"].values():
+        assert 0 <= variant["hr10"] <= 1 and variant["median_rank"] >= 0
+    assert out.with_suffix(".png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -15,6 +15,7 @@ import numpy as np
 from models.catalogue import Catalogue
 from models.learned.artifact import Artifact, load_artifact
 from models.learned.cell import GruCell, gap_features
+from models.learned.prototypes import ItemPrototypes
 from models.update import InterestUpdater
 
 
@@ -42,9 +43,40 @@ class LearnedUpdater(InterestUpdater):
         self.artifact = artifact
         self.cell = GruCell(artifact)
         self.name = f"learned-gru({artifact.model_version})"
-        # Memo of the catalogue's fused item vectors (pure: keyed by its revision).
-        self._cache_key: tuple[int, int] | None = None
+        # Memo of the catalogue's fused item vectors (keyed by its revision and
+        # by the online part's).
+        self._cache_key: tuple[int, int, int] | None = None
         self._cache: tuple[list[str], np.ndarray, np.ndarray] = ([], np.zeros((0, 1)), np.zeros(0))
+        #: The online collaborative part of items the model never saw
+        #: (`models.learned.prototypes`), set by the worker; None: text alone.
+        self.prototypes: ItemPrototypes | None = None
+        self._prototypes_rev = 0
+        self._scale: float | None = None
+
+    def set_prototypes(self, prototypes: ItemPrototypes | None) -> None:
+        """Rank (and read) items the model never saw with this online part from now on."""
+        if prototypes is not None and prototypes.model_version != self.artifact.model_version:
+            raise ValueError(
+                f"prototypes of model {prototypes.model_version} given to "
+                f"{self.artifact.model_version}"
+            )
+        self.prototypes = prototypes
+        self._prototypes_rev += 1
+
+    def is_cold(self, item_id: str) -> bool:
+        """Whether the model has no learned id embedding for ``item_id``."""
+        return item_id not in self.cell.vocab
+
+    def typical_norm(self) -> float:
+        """The online part's length: the median norm of the trained items' fused vectors.
+
+        Measured on the catalogue the updater last ranked (`scores`); before
+        any, the median norm of their id parts.
+        """
+        if self._scale is None:
+            parts = np.concatenate([self.cell._id_emb, self.cell._id_bias[:, None]], axis=1)
+            self._scale = float(np.median(np.linalg.norm(parts, axis=1))) if len(parts) else 1.0
+        return self._scale
 
     @classmethod
     def load(cls, path: str | Path) -> LearnedUpdater:
@@ -54,7 +86,11 @@ class LearnedUpdater(InterestUpdater):
         return self.cell.initial()
 
     def represent(self, item_id: str, vec: np.ndarray) -> np.ndarray:
-        return self.cell.represent(item_id, vec)
+        rep = self.cell.represent(item_id, vec)
+        if self.prototypes is not None and self.is_cold(item_id):
+            cold = np.ones(1, dtype=bool)
+            rep = self.prototypes.mix([item_id], rep[None], cold, self.typical_norm())[0]
+        return rep
 
     def apply(
         self,
@@ -107,9 +143,15 @@ class LearnedUpdater(InterestUpdater):
 
     def _representations(self, catalogue: Catalogue) -> tuple[list[str], np.ndarray, np.ndarray]:
         """The fused vectors of every catalogue row, recomputed only when the catalogue changed."""
-        if self._cache_key != catalogue.revision:
+        key = (*catalogue.revision, self._prototypes_rev)
+        if self._cache_key != key:
             ids, texts, alive = catalogue.rows()
             reps = self.cell.represent_many(ids, np.asarray(texts)) if ids else np.zeros((0, 1))
+            cold = np.array([self.is_cold(i) for i in ids], dtype=bool)
+            if (~cold & alive).any():
+                self._scale = float(np.median(np.linalg.norm(reps[~cold & alive], axis=1)))
+            if self.prototypes is not None and ids:
+                reps = self.prototypes.mix(ids, reps, cold, self.typical_norm())
             self._cache = (ids, reps, alive.copy())
-            self._cache_key = catalogue.revision
+            self._cache_key = key
         return self._cache
