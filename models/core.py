@@ -421,6 +421,15 @@ def _short_scores(state: UserState, catalogue: Catalogue, params: CoreParams) ->
     )
 
 
+def mid_direction(state: UserState, params: CoreParams) -> np.ndarray:
+    """The interests' directions averaged by their weights (a unit vector, or zeros)."""
+    if not state.interests:
+        return np.zeros(0, dtype=np.float32)
+    dirs = composition.directions(state.interests, params.updater)
+    w = composition.weights(state.interests, state.last_event_ts, params.composition)
+    return levels.unit(w @ dirs)
+
+
 def interest_summary(
     state: UserState, catalogue: Catalogue, params: CoreParams, before: UserState | None = None
 ) -> dict:
