@@ -41,7 +41,9 @@ class GruConfig:
     #: the next event's signed behaviour weight (its rating, or its type: a
     #: like from a view from a skip) from the same state; 0 turns it off. The
     #: auxiliary head is not exported: it only shapes the state during training.
-    aux_weight: float = 0.0
+    #: 0.3 on MovieLens-100K, CPU, seeds 0-2: valid NDCG@10 0.1374 against
+    #: 0.1316 without, test 0.1233 against 0.1164.
+    aux_weight: float = 0.3
 
     def to_dict(self) -> dict:
         return asdict(self)
