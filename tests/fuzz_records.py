@@ -243,6 +243,20 @@ def _not_a_double(literal: str) -> frozenset[str]:
     )
 
 
+def _parse_time_reasons(slot: Slot) -> frozenset[str]:
+    """The reasons of a slot whose literal the parser itself refuses (`_not_a_double`)."""
+    text = slot.json.text.strip() if slot.json is not None else ""
+    bare = text.lstrip("-")
+    if bare in ("NaN", "Infinity"):
+        return _not_a_double(text)
+    if bare.isdigit() and len(bare) > MAX_INT_DIGITS:
+        return _not_a_double(text)
+    exponent = "e" in bare.lower() and bare.replace(".", "").lower().replace("e", "").isdigit()
+    if exponent and math.isinf(float(text)):
+        return _not_a_double(text)
+    return frozenset()
+
+
 def _huge_int_text(digits: int, negative: bool) -> J:
     """An integer literal of ``digits`` digits (10**400 and far beyond)."""
     return J(("-" if negative else "") + "1" + "0" * (digits - 1))
@@ -660,6 +674,10 @@ def _serialise(
         inner: set[str] = set()
         if value[:1] == b"[":  # the object inside may be unreadable for its own reasons
             inner = set(obj.reasons) | ({"invalid_json"} if obj.depth >= MAX_JSON_DEPTH else set())
+            # ... among them a number no double holds, refused while parsing (a field's
+            # reason, kept on its slot, not on its JSON text).
+            for slot in slots.values():
+                inner |= _parse_time_reasons(slot)
         reasons = {"wrong_type"} | inner
     elif defect == "too-large":
         filler = J(json.dumps("p" * (MAX_RECORD_BYTES + 1)))  # over the limit on its own
