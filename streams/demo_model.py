@@ -121,6 +121,10 @@ def demo_updater(training: Workload, *, root: Path | None = None, seed: int = 0)
         return None
     from tqdm import tqdm
 
+    if not training.events:
+        print("no learned model: the training log is empty (every user is replayed); "
+              "the demo runs the time-decayed rule", flush=True)  # fmt: skip
+        return None
     out = (root or cache_root()) / fingerprint(training)
     cfg = replace(GruConfig(), max_epochs=DEMO_MAX_EPOCHS, patience=DEMO_PATIENCE)
     # Skips and dislikes stay in: the workers feed the cell their negative

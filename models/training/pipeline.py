@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import replace
+from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -163,23 +163,13 @@ def fit_sasrec(
 
 
 def train_all(
-    data: str | Path,
-    out: str | Path,
-    *,
-    models: tuple[str, ...] = MODELS,
-    seeds: tuple[int, ...] = (0,),
-    max_users: int | None = None,
-    device: str = "auto",
-    gru: GruConfig | None = None,
-    sasrec: SasrecConfig | None = None,
-    id_prefix: str = "m",
-    progress: Progress | None = None,
+    data: str | Path, out: str | Path, *, max_users: int | None = None, **options: Any
 ) -> list[dict[str, Any]]:
-    """Train every model for every seed on the leave-last-out split; write the report."""
-    return train_log(
-        load_movielens(data, max_users=max_users), out, models=models, seeds=seeds,
-        device=device, gru=gru, sasrec=sasrec, id_prefix=id_prefix, progress=progress,
-    )  # fmt: skip
+    """`train_log` on a MovieLens folder: every model, every seed; writes the report.
+
+    ``options`` are `train_log`'s (models, seeds, device, gru, sasrec, id_prefix, progress).
+    """
+    return train_log(load_movielens(data, max_users=max_users), out, **options)
 
 
 def train_log(
@@ -195,7 +185,10 @@ def train_log(
     id_prefix: str = "m",
     progress: Progress | None = None,
 ) -> list[dict[str, Any]]:
-    """`train_all` on a log already loaded (``texts``: what the workers embed per item)."""
+    """Train every model for every seed on the leave-last-out split of ``log_``; write the report.
+
+    ``texts`` (one per item) is what the workers embed, when not title and genres.
+    """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     split = leave_last_out(log_)
@@ -225,7 +218,15 @@ def train_log(
 
 def with_overrides(cfg: Any, overrides: dict[str, Any]) -> Any:
     """A config dataclass with some fields replaced (values cast to the field's type)."""
-    cast = {k: type(getattr(cfg, k))(v) for k, v in overrides.items()}
+    known = {f.name for f in fields(cfg)}
+    cast = {}
+    for k, v in overrides.items():
+        if k not in known:
+            raise ValueError(f"{k}={v}: unknown setting (known: {', '.join(sorted(known))})")
+        try:
+            cast[k] = type(getattr(cfg, k))(v)
+        except ValueError as exc:
+            raise ValueError(f"{k}={v}: {exc}") from exc
     return replace(cfg, **cast)
 
 

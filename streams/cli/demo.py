@@ -62,6 +62,7 @@ def demo(
     time_decay: bool,
 ) -> None:
     """Run the whole pipeline on a replayed behaviour stream and print a summary."""
+    from streams.admin import BrokerError
     from streams.demo import DemoError, run_demo
     from streams.demo_model import demo_updater, replay_users, split_users, synthetic_training
     from streams.workload import movielens_workload, synthetic_workload
@@ -100,6 +101,9 @@ def demo(
         if log.exists():
             click.echo(log.read_text(errors="replace")[-4000:], err=True)
         raise click.ClickException(str(exc)) from exc
+    except BrokerError as exc:  # --kafka names a broker that does not answer
+        hint = "or leave out --kafka: the demo starts its own broker"
+        raise click.ClickException(f"{exc} ({hint})") from exc
     finally:
         if temp:
             shutil.rmtree(temp, ignore_errors=True)
