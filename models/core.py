@@ -21,6 +21,7 @@ from models.interest.levels import LevelSpec
 from models.interest.shift import DetectorState, ShiftSpec
 from models.interest.topics import shares, update_user_topics
 from models.ranking import Ranked, top_k
+from models.stages import stage
 from models.state import LastQuery, PendingEvent, QueryPhrase, UserState, WindowEntry
 from models.update import InterestUpdater, TimeDecayUpdater
 from models.window import WindowSpec, slide, window_vector
@@ -197,14 +198,16 @@ def step(
         shifts=run.shifts,
         last_shift_ts=run.last_shift_ts,
     )
-    new = replace(new, top_k=tuple(rank(new, catalogue, params)))
+    with stage("rank"):
+        new = replace(new, top_k=tuple(rank(new, catalogue, params)))
     cause = Cause(
         kind="events" if run.count or run.parked else "items",
         event_ids=tuple(run.applied_ids),
         item_ids=tuple(sorted(refresh)),
         last_event_ts=max(run.applied_ts) if run.applied_ts else None,
     )
-    summary = interest_summary(new, catalogue, params, before=state)
+    with stage("summary"):
+        summary = interest_summary(new, catalogue, params, before=state)
     if run.flagged:
         summary["shift"] = {**run.flagged[-1], "flags": len(run.flagged), "total": run.shifts}
     delta = diff(state.top_k, new.top_k, new, now, cause, summary)

@@ -134,6 +134,7 @@ def create_app(settings: Settings, bootstrap: str, runtime: Runtime) -> faust.Ap
     @app.task
     async def started() -> None:
         health.ok("worker")
+        _time_commits(app, health)
 
     async def run_batch(
         agent: str,
@@ -142,6 +143,7 @@ def create_app(settings: Settings, bootstrap: str, runtime: Runtime) -> faust.Ap
         recheck: Callable[[Outcome], Outcome] | None,
     ) -> None:
         records = [_raw(e) for e in events]
+        queued = _queued_seconds(records, time.time())
         t0 = time.perf_counter()
         outcome = await _retrying(
             "process",
@@ -149,6 +151,7 @@ def create_app(settings: Settings, bootstrap: str, runtime: Runtime) -> faust.Ap
             health=health,
             component=f"{agent}.process",
         )
+        tp = time.perf_counter()
         if recheck is not None:  # as late as possible: a pause may have come in between
             processed = outcome
             outcome = await _retrying(
@@ -163,6 +166,10 @@ def create_app(settings: Settings, bootstrap: str, runtime: Runtime) -> faust.Ap
         )
         t2 = time.perf_counter()
         health.count(agent, outcome.counts)
+        # The thread hop: what `process` took from here less what it measured inside.
+        hop = max(0.0, (tp - t0) - sum(outcome.stages.values()))
+        stages = {**outcome.stages, "queue": queued, "thread_hop": hop, "recheck": t1 - tp}
+        health.time(agent, {**stages, "produce": t2 - t1}, len(records))
         first, last = records[0], records[-1]
         log.info(
             "batch %s[%d]@%d..%s[%d]@%d: %s process=%.0fms produce=%.0fms",
@@ -195,6 +202,37 @@ def create_app(settings: Settings, bootstrap: str, runtime: Runtime) -> faust.Ap
     if "items" in settings.role_set:
         batched_agent("items", (topics.items,), runtime.items.process)
     return app
+
+
+def _time_commits(app: faust.App, health: Health) -> None:
+    """Charge the consumer's offset commits (with the producer flush before each) to health.
+
+    Faust commits from its own timer every ``commit_interval_seconds``, off
+    the batch path but on the same event loop, so its cost shows in the stage
+    breakdown as ``consumer.commit``.
+    """
+    consumer = app.consumer
+    commit = consumer.commit
+
+    async def timed_commit(*args: object, **kwargs: object) -> bool:
+        start = time.perf_counter()
+        try:
+            return await commit(*args, **kwargs)
+        finally:
+            health.time("consumer", {"commit": time.perf_counter() - start}, 0)
+
+    consumer.commit = timed_commit
+
+
+def _queued_seconds(records: Sequence[RawRecord], now: float) -> float:
+    """Summed seconds the records waited from their broker timestamp to this batch.
+
+    Producer linger, the broker, the fetch wait and the micro-batch wait, per
+    record (divided by the record count it is the mean wait). Records without
+    a timestamp, or stamped by a producer whose clock runs ahead, count zero.
+    """
+    stamps = [r.timestamp_ms for r in records if r.timestamp_ms is not None]
+    return sum(max(0.0, now - ms / 1000.0) for ms in stamps)
 
 
 def _raw(event: EventT) -> RawRecord:

@@ -96,6 +96,10 @@ class Snapshot:
     #: Totals since start of what the agents counted (events, dead_letters,
     #: internal_errors, state_unreadable, fenced, ...), per agent.
     counters: dict[str, dict[str, int]] = field(default_factory=dict)
+    #: Per agent: seconds spent per stage since start (`models.stages`, plus the
+    #: agent's queue, thread_hop, recheck and produce; ``consumer``: commit),
+    #: and the batches and records they cover (``interest-stream bench`` reads it).
+    stages: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         age = self.heartbeat_age_seconds
@@ -108,6 +112,7 @@ class Snapshot:
             "heartbeat_age_seconds": None if age is None else round(age, 3),
             "stall_seconds": self.stall_seconds,
             "counters": self.counters,
+            "stages": self.stages,
         }
 
 
@@ -141,6 +146,7 @@ class Health:
     _created: float = field(default=0.0, init=False, repr=False)
     _beat: float | None = field(default=None, init=False, repr=False)
     _counters: dict[str, dict[str, int]] = field(default_factory=dict, init=False, repr=False)
+    _stages: dict[str, dict[str, Any]] = field(default_factory=dict, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self._created = self.clock()
@@ -157,6 +163,15 @@ class Health:
             totals = self._counters.setdefault(agent, {})
             for name, n in counts.items():
                 totals[name] = totals.get(name, 0) + n
+
+    def time(self, agent: str, seconds: Mapping[str, float], records: int) -> None:
+        """Add one batch's seconds per stage (over ``records`` records) to ``agent``'s totals."""
+        with self._lock:
+            totals = self._stages.setdefault(agent, {"seconds": {}, "batches": 0, "records": 0})
+            for name, s in seconds.items():
+                totals["seconds"][name] = totals["seconds"].get(name, 0.0) + s
+            totals["batches"] += 1
+            totals["records"] += records
 
     def ok(self, name: str) -> None:
         """``name`` works (again)."""
@@ -187,6 +202,10 @@ class Health:
             since = {n: _iso(s.since_wall) for n, s in self._status.items() if s.reason is not None}
             reported = {n: _iso(s.reported_wall) for n, s in self._status.items()}
             counters = {agent: dict(totals) for agent, totals in self._counters.items()}
+            stages = {
+                agent: {**t, "seconds": {k: round(v, 6) for k, v in t["seconds"].items()}}
+                for agent, t in self._stages.items()
+            }
         age = now - (self._created if beat is None else beat)
         alive = age <= self.stall_seconds
         if not alive:
@@ -207,6 +226,7 @@ class Health:
             heartbeat_age_seconds=None if beat is None else now - beat,
             stall_seconds=self.stall_seconds,
             counters=counters,
+            stages=stages,
         )
 
 

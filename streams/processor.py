@@ -38,6 +38,7 @@ from models.core import Cause, CoreParams, Delta, StepResult, new_state, restate
 from models.encoder.base import Encoder
 from models.interest.query import Phrase, QueryError, decompose
 from models.learned.prototypes import ItemPrototypes
+from models.stages import StageClock, measuring, stage
 from models.state import UnreadableState, UserState
 from streams import codec
 from streams.codec import DEFAULT_LIMITS, ItemTombstone, ItemUpdate, Limits, Rejected, Wakeup
@@ -87,6 +88,8 @@ class Outcome:
 
     outputs: list[Output] = field(default_factory=list)
     counts: dict[str, int] = field(default_factory=dict)
+    #: Seconds per stage of the batch (`models.stages`), for the stage breakdown.
+    stages: dict[str, float] = field(default_factory=dict)
 
     def count(self, name: str, n: int = 1) -> None:
         self.counts[name] = self.counts.get(name, 0) + n
@@ -106,6 +109,8 @@ class Outcome:
         self.outputs.extend(other.outputs)
         for name, n in other.counts.items():
             self.count(name, n)
+        for name, seconds in other.stages.items():
+            self.stages[name] = self.stages.get(name, 0.0) + seconds
 
 
 def isolate(
@@ -149,6 +154,11 @@ def encode_isolated(encoder: Encoder, texts: Sequence[str]) -> list[np.ndarray |
     """
     if not texts:
         return []
+    with stage("encode"):
+        return _encode_isolated(encoder, texts)
+
+
+def _encode_isolated(encoder: Encoder, texts: Sequence[str]) -> list[np.ndarray | Exception]:
     try:
         return [_finite(v) for v in encoder.encode(list(texts))]
     except Exception as exc:
@@ -216,7 +226,12 @@ class ItemProcessor:
 
     def process(self, records: Sequence[RawRecord], now: float | None = None) -> Outcome:
         now = time.time() if now is None else now
-        return isolate(records, lambda batch: self._batch(batch, now), self.topics, now, "items")
+        with measuring(StageClock()) as clock:
+            outcome = isolate(
+                records, lambda batch: self._batch(batch, now), self.topics, now, "items"
+            )
+        outcome.stages = clock.seconds
+        return outcome
 
     def _batch(self, records: Sequence[RawRecord], now: float) -> Outcome:
         out = Outcome()
@@ -377,27 +392,35 @@ class BehaviourProcessor:
 
     def process(self, records: Sequence[RawRecord]) -> Outcome:
         now = self.clock()
-        self.sync.refresh()
-        if self.watch is not None and (updater := self.watch.poll()) is not None:
-            self.params = replace(self.params, updater=updater)
-            if self.online_part:  # another model's queries: its own online part
-                self.prototypes = self._prototypes_for(updater)
-        if self.prototypes is not None:
-            self.prototypes.refresh()
-        return isolate(
-            records, lambda batch: self._batch(batch, now), self.topics, now, "behaviours"
-        )
+        with measuring(StageClock()) as clock:
+            with stage("catalogue_sync"):
+                self.sync.refresh()
+                if self.watch is not None and (updater := self.watch.poll()) is not None:
+                    self.params = replace(self.params, updater=updater)
+                    if self.online_part:  # another model's queries: its own online part
+                        self.prototypes = self._prototypes_for(updater)
+                if self.prototypes is not None:
+                    self.prototypes.refresh()
+            outcome = isolate(
+                records, lambda batch: self._batch(batch, now), self.topics, now, "behaviours"
+            )
+        outcome.stages = clock.seconds
+        return outcome
 
     def _batch(self, records: Sequence[RawRecord], now: float) -> Outcome:
         out = Outcome()
-        batch = self._decode(records, now, out)
+        with stage("decode"):
+            batch = self._decode(records, now, out)
         self._embed_inline(batch, out)
         self._encode_queries(batch, now, out)
-        states = self.store.get_states(batch.users)
-        plans = [self._apply(user, states.get(user), batch, now, out) for user in batch.users]
+        with stage("state_read"):
+            states = self.store.get_states(batch.users)
+        with stage("core"):
+            plans = [self._apply(user, states.get(user), batch, now, out) for user in batch.users]
         written = self._publish([p for p in plans if p is not None], batch, out)
         if self.prototypes is not None:
-            self._learn_online(written)
+            with stage("online_part"):
+                self._learn_online(written)
         return out
 
     def _learn_online(self, plans: list[_UserPlan]) -> None:
@@ -682,7 +705,8 @@ class BehaviourProcessor:
     def _publish(self, plans: list[_UserPlan], batch: _Batch, out: Outcome) -> list[_UserPlan]:
         """Write the states (fenced), queue the deltas; returns the plans not fenced off."""
         writes = [p.write for p in plans if p.write is not None]
-        fenced = set(self.store.put_states(writes))
+        with stage("state_write"):
+            fenced = set(self.store.put_states(writes))
         for user in sorted(fenced):
             lost = [str(e.position) for e in batch.events.get(user, []) if e.position]
             where = ", ".join(lost) or "wake-up"
@@ -692,7 +716,8 @@ class BehaviourProcessor:
             if plan.user in fenced:
                 continue
             for delta, source_ts in plan.deltas:
-                value = codec.encode_delta(delta, source_ts, self.delta_schema)
+                with stage("serialise"):
+                    value = codec.encode_delta(delta, source_ts, self.delta_schema)
                 fence = (plan.user, plan.version)
                 out.outputs.append(Output(self.topics.deltas, plan.user.encode(), value, fence))
                 out.count("deltas")
@@ -725,7 +750,7 @@ class BehaviourProcessor:
         dropped = len(outcome.outputs) - len(kept)
         counts["superseded"] = counts.get("superseded", 0) + dropped
         counts["deltas"] = counts.get("deltas", 0) - dropped
-        return Outcome(kept, counts)
+        return Outcome(kept, counts, outcome.stages)
 
 
 _NONE = StoredItem("", None)

@@ -258,3 +258,24 @@ def test_catalogue_revision_changes_with_every_change() -> None:
     assert cat.row_of("a") == 0 and cat.row_of("zz") is None
     with pytest.raises(ValueError):
         matrix[0, 0] = 1.0  # read-only view
+
+
+def test_stage_clock_charges_nested_stages_to_themselves_only() -> None:
+    import time
+
+    from models.stages import StageClock, measuring, stage
+
+    clock = StageClock()
+    with measuring(clock):
+        with stage("outer"):
+            time.sleep(0.02)
+            with stage("inner"):
+                time.sleep(0.03)
+        time.sleep(0.01)
+    s = clock.seconds
+    assert 0.015 < s["outer"] < 0.03 + 0.02  # its own sleep, not the inner one
+    assert s["inner"] >= 0.03
+    assert s["other"] >= 0.01
+    with stage("outside"):  # no clock open: nothing is charged anywhere
+        pass
+    assert "outside" not in clock.seconds

@@ -546,3 +546,19 @@ def test_counters_add_up_per_agent_and_are_served() -> None:
         "behaviours": {"events": 5, "internal_errors": 1, "dead_letters": 1},
         "items": {"items": 4},
     }
+
+
+def test_stage_seconds_add_up_per_agent_and_are_served() -> None:
+    health = Health()
+    health.time("behaviours", {"decode": 0.25, "rank": 0.5}, 10)
+    health.time("behaviours", {"decode": 0.25, "produce": 1.0}, 5)
+    health.time("consumer", {"commit": 0.125}, 0)
+    body = health.snapshot().to_json()
+    assert body["stages"] == {
+        "behaviours": {
+            "seconds": {"decode": 0.5, "rank": 0.5, "produce": 1.0},
+            "batches": 2,
+            "records": 15,
+        },
+        "consumer": {"seconds": {"commit": 0.125}, "batches": 1, "records": 0},
+    }

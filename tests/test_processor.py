@@ -261,3 +261,16 @@ def test_a_query_without_an_interest_phrase_is_a_dead_letter(worker: Worker) -> 
     (letter,) = [json.loads(o.value) for o in out.outputs if o.topic == TOPICS.dead_letters]
     assert letter["reason"] == "invalid_query" and letter["source"]["offset"] == 5
     assert not [o for o in out.outputs if o.topic == TOPICS.deltas]
+
+
+def test_a_batch_reports_where_its_time_went(worker: Worker) -> None:
+    """The stage breakdown (`models.stages`): every stage of the path, summing to the batch."""
+    items = worker.items.process(item_records())
+    assert items.stages["encode"] > 0
+    outcome = worker.behaviours.process(event_records())
+    stages = outcome.stages
+    for name in ("catalogue_sync", "decode", "state_read", "core", "rank", "summary",
+                 "state_write", "serialise", "other"):  # fmt: skip
+        assert stages.get(name, 0.0) > 0, (name, stages)
+    assert all(seconds >= 0 for seconds in stages.values())
+    assert outcome.counts["deltas"] > 0
