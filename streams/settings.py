@@ -92,7 +92,7 @@ class Settings:
     encoder_precision: str = "fp32"
     #: The items agent's micro-batch: at most this many records, gathered for
     #: at most this long (README "Encoder variants" has the measurements).
-    encoder_batch_max: int = 256
+    encoder_batch_max: int = 500
     encoder_batch_wait_ms: float = 50.0
     top_k: int = 10
     window_events: int = 50

@@ -127,12 +127,12 @@ def test_fused_graph_is_cached_and_reused(
     artifact_copy: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     calls = _count_fusions(monkeypatch)
-    first = OnnxEncoder(artifact_copy, device="cpu")
+    first = OnnxEncoder(artifact_copy, device="cpu", optimise=True)
     assert calls == [False]
     graph = first.graph
     assert graph.parent.parent == artifact_copy.with_name(f"{ARTIFACT_NAME}.variants")
     built = graph.stat().st_mtime_ns
-    second = OnnxEncoder(artifact_copy, device="cpu")
+    second = OnnxEncoder(artifact_copy, device="cpu", optimise=True)
     assert calls == [False] and second.graph == graph
     assert graph.stat().st_mtime_ns == built
     # The export folder keeps its three files; no temp file is left.
@@ -142,7 +142,7 @@ def test_fused_graph_is_cached_and_reused(
     assert sorted(p.name for p in graph.parent.iterdir()) == ["fp32.onnx"]
     np.testing.assert_allclose(
         first.encode(["Star Wars (1977)"]),
-        OnnxEncoder(artifact_copy, device="cpu", optimise=False).encode(["Star Wars (1977)"]),
+        OnnxEncoder(artifact_copy, device="cpu").encode(["Star Wars (1977)"]),
         atol=1e-5,
     )
 
@@ -151,12 +151,12 @@ def test_fused_graph_is_cached_and_reused(
 def test_a_new_export_gets_new_variants_and_the_old_ones_go(
     artifact_copy: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    old = OnnxEncoder(artifact_copy, device="cpu").graph
+    old = OnnxEncoder(artifact_copy, device="cpu", optimise=True).graph
     manifest = json.loads((artifact_copy / MANIFEST_FILE).read_text())
     manifest["created_at"] = "2030-01-01T00:00:00+00:00"  # as a re-export would write
     (artifact_copy / MANIFEST_FILE).write_text(json.dumps(manifest))
     calls = _count_fusions(monkeypatch)
-    new = OnnxEncoder(artifact_copy, device="cpu").graph
+    new = OnnxEncoder(artifact_copy, device="cpu", optimise=True).graph
     assert calls == [False] and new != old
     assert not old.parent.exists()
 

@@ -2,9 +2,9 @@
 
 Needs neither torch nor transformers, so stream workers stay small; the artifact comes
 from :func:`models.encoder.export.ensure_exported` (or a copied export folder). The
-graph it runs is one of the variants of `models.encoder.variants` (fused fp32 by
-default, int8 on CPUs, fp16 on CUDA), or the export itself (``optimise=False``, or
-when a variant can be neither found nor built here).
+graph it runs is the export itself (fp32, by default) or one of the variants of
+`models.encoder.variants` (fused fp32, int8 for CPUs, fp16 for CUDA); a variant
+that can be neither found nor built here falls back to the export.
 """
 
 from __future__ import annotations
@@ -87,8 +87,9 @@ class OnnxEncoder:
         "fp32", "int8" (CPU: about 0.99 mean cosine to fp32) or "fp16" (CUDA);
         see `effective_precision` for what runs when the device cannot serve it.
     optimise
-        Run the transformer-fused graph (`models.encoder.variants`) rather
-        than the export as is; int8 and fp16 are always fused.
+        Run fp32 on the transformer-fused graph (`models.encoder.variants`)
+        rather than the export as is; off by default, as it measured no faster
+        on CPU. int8 and fp16 always run fused graphs.
     io_binding
         Bind inputs and output as device buffers (`session.io_binding`); None:
         on when the CUDA provider runs, where it saves a copy of the output.
@@ -109,7 +110,7 @@ class OnnxEncoder:
         *,
         device: str = "auto",
         precision: str = "fp32",
-        optimise: bool = True,
+        optimise: bool = False,
         io_binding: bool | None = None,
         batch_size: int = 64,
         max_length: int = 256,
@@ -117,20 +118,17 @@ class OnnxEncoder:
     ) -> None:
         if batch_size < 1:
             raise ValueError("batch_size must be >= 1")
-        if not 2 <= max_length <= _MAX_POSITIONS:
-            raise ValueError(f"max_length must be in [2, {_MAX_POSITIONS}]")
         providers = select_providers(device)
         self.precision = effective_precision(precision, providers)
         artifact_dir = Path(artifact_dir)
         manifest = read_manifest(artifact_dir) or {}
         self.dim: int = int(manifest.get("dim", DIM))
         self.batch_size = batch_size
-        self.max_length = max_length
 
         self._tokenizer = Tokenizer.from_file(str(artifact_dir / TOKENIZER_FILE))
         # The saved tokenizer pads/truncates to a fixed 128; we pad per batch ourselves.
         self._tokenizer.no_padding()
-        self._tokenizer.enable_truncation(max_length=max_length)
+        self.max_length = max_length
         self._pad_id = self._tokenizer.token_to_id("[PAD]") or 0
 
         options = ort.SessionOptions()
@@ -178,6 +176,18 @@ class OnnxEncoder:
                 self.precision = "fp32"
         self.graph = export
         return ort.InferenceSession(str(export), sess_options=options, providers=providers)
+
+    @property
+    def max_length(self) -> int:
+        """Tokens kept per text ([CLS] and [SEP] included); longer texts are cut."""
+        return self._max_length
+
+    @max_length.setter
+    def max_length(self, value: int) -> None:
+        if not 2 <= value <= _MAX_POSITIONS:
+            raise ValueError(f"max_length must be in [2, {_MAX_POSITIONS}]")
+        self._max_length = value
+        self._tokenizer.enable_truncation(max_length=value)
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         """Encode ``texts`` in input order (batched by token length to cut padding)."""
