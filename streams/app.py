@@ -182,9 +182,8 @@ def create_app(settings: Settings, bootstrap: str, runtime: Runtime) -> faust.Ap
         name: str, sources: tuple[str, ...], process: Callable, recheck: Callable | None = None
     ) -> None:
         async def agent(stream: faust.StreamT) -> None:
-            async for events in stream.take_events(
-                settings.batch_max, within=settings.batch_within_seconds
-            ):
+            batch_max, within = settings.batching(name)
+            async for events in stream.take_events(batch_max, within=within):
                 await run_batch(name, events, process, recheck)
 
         app.agent(app.topic(*sources, **raw), name=name)(agent)

@@ -31,6 +31,8 @@ from streams.topics import Topics
 ENV_PREFIX = "INTEREST_STREAM_"
 _SECRETS = frozenset({"sasl_password", "cassandra_password"})
 _ROLES = frozenset({"behaviours", "items"})
+#: `models.encoder.variants.PRECISIONS`, spelt out so settings do not import onnxruntime.
+ENCODER_PRECISIONS = ("fp32", "int8", "fp16")
 _CONSISTENCY = frozenset(
     {"ONE", "TWO", "THREE", "QUORUM", "ALL", "LOCAL_QUORUM", "EACH_QUORUM", "LOCAL_ONE"}
 )
@@ -85,6 +87,13 @@ class Settings:
     encoder_device: str = "auto"
     encoder_cache: str = ""
     encoder_batch_size: int = 64
+    #: Graph the encoder runs: "fp32", "int8" (CPU) or "fp16" (CUDA); a
+    #: precision the device cannot serve runs fp32 with a warning.
+    encoder_precision: str = "fp32"
+    #: The items agent's micro-batch: at most this many records, gathered for
+    #: at most this long (README "Encoder variants" has the measurements).
+    encoder_batch_max: int = 500
+    encoder_batch_wait_ms: float = 50.0
     top_k: int = 10
     window_events: int = 50
     window_seconds: float = 7 * 86400.0
@@ -180,6 +189,11 @@ class Settings:
             raise SettingsError(f"cassandra_replication: {exc}") from exc
         if self.encoder_device not in ("auto", "cpu", "cuda"):
             raise SettingsError("encoder_device must be auto, cpu or cuda")
+        if self.encoder_precision not in ENCODER_PRECISIONS:
+            raise SettingsError(f"encoder_precision must be one of {', '.join(ENCODER_PRECISIONS)}")
+        # Faust reads a zero wait as "no timeout": a lone item would wait for a full batch.
+        if not (self.encoder_batch_wait_ms > 0 and math.isfinite(self.encoder_batch_wait_ms)):
+            raise SettingsError("encoder_batch_wait_ms must be a finite number > 0")
         if self.security_protocol not in ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"):
             raise SettingsError(f"unknown security_protocol {self.security_protocol!r}")
         if not self.updater.strip():
@@ -210,7 +224,8 @@ class Settings:
             if not math.isfinite(w):
                 raise SettingsError(f"weight_{t} must be a finite number")
         for name in (
-            "top_k", "window_events", "batch_max", "encoder_batch_size", "replication_factor"
+            "top_k", "window_events", "batch_max", "encoder_batch_size", "encoder_batch_max",
+            "replication_factor",
         ):  # fmt: skip
             if getattr(self, name) < 1:
                 raise SettingsError(f"{name} must be >= 1")
@@ -237,6 +252,17 @@ class Settings:
 
     def replace(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+    def batching(self, agent: str) -> tuple[int, float]:
+        """(max records, max wait in seconds) of ``agent``'s micro-batches.
+
+        The items agent feeds the encoder, whose best batch differs from the
+        behaviours agent's (and, on a GPU worker, from a CPU one's), so it has
+        its own pair.
+        """
+        if agent == "items":
+            return self.encoder_batch_max, self.encoder_batch_wait_ms / 1000
+        return self.batch_max, self.batch_within_seconds
 
     @property
     def role_set(self) -> frozenset[str]:

@@ -28,7 +28,10 @@ def open_encoder(settings: Settings) -> Encoder:
     cache = Path(settings.encoder_cache) if settings.encoder_cache else None
     artifact = ensure_exported(cache)
     return OnnxEncoder(
-        artifact, device=settings.encoder_device, batch_size=settings.encoder_batch_size
+        artifact,
+        device=settings.encoder_device,
+        precision=settings.encoder_precision,
+        batch_size=settings.encoder_batch_size,
     )
 
 

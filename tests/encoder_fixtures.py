@@ -29,6 +29,12 @@ def onnx_cpu_encoder(encoder_artifact: Path) -> OnnxEncoder:
 
 
 @pytest.fixture(scope="session")
+def onnx_int8_encoder(encoder_artifact: Path) -> OnnxEncoder:
+    """The int8 variant (built beside the session export on first use)."""
+    return OnnxEncoder(encoder_artifact, device="cpu", precision="int8", batch_size=BATCH_SIZE)
+
+
+@pytest.fixture(scope="session")
 def torch_encoder():  # -> TorchEncoder; imported lazily because it needs torch
     from models.encoder import TorchEncoder
 

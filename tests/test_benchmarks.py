@@ -204,3 +204,31 @@ def test_new_items_quick_scores_text_alone_against_the_online_parts(tmp_path: Pa
     for variant in report["results"].values():
         assert 0 <= variant["hr10"] <= 1 and variant["median_rank"] >= 0
     assert out.with_suffix(".png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_encoder_speed_quick_compares_every_variant_with_pytorch(
+    tmp_path: Path, encoder_artifact: Path
+) -> None:
+    """ONNX Runtime fp32 (as exported, and fused) and int8 against PyTorch eager, one run."""
+    from tests.paths import require_ml100k
+
+    out = tmp_path / "encoder_speed.json"
+    _run_quick("encoder_speed.py", out, "--data", str(require_ml100k()), "--encoder-cache",
+               str(encoder_artifact.parent))  # fmt: skip
+    report = json.loads(out.read_text())
+    variants = {"pytorch-eager", "ort-fp32", "ort-fp32-optimised", "ort-int8"}
+    assert report["device"] == "cpu" and set(report["summary"]) >= variants
+    assert {(c["texts"], c["batch_size"]) for c in report["cells"]} == {
+        ("titles", 1), ("titles", 16), ("128 tokens", 1), ("128 tokens", 16)
+    }  # fmt: skip
+    for cell in report["cells"]:
+        assert set(cell["items_per_s"]) == variants and min(cell["items_per_s"].values()) > 0
+        assert cell["speedup_vs_eager"]["pytorch-eager"] == 1.0
+        cosine = cell["cosine_vs_eager"]
+        assert cosine["ort-fp32"]["min"] >= 0.9999 and cosine["ort-fp32-optimised"]["min"] >= 0.9999
+        assert cosine["ort-int8"]["mean"] >= 0.98
+    assert report["cells"][-1]["mean_tokens"] == 128.0  # cut at exactly 128 tokens
+    assert set(report["targets"]) == {"fp32", "int8"}
+    assert all(isinstance(t["met"], bool) for t in report["targets"].values())
+    assert report["items_agent"]["items_per_s"]["16"] > 0
+    assert out.with_suffix(".png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

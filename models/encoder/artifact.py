@@ -21,6 +21,8 @@ TOKENIZER_FILE = "tokenizer.json"
 MANIFEST_FILE = "manifest.json"
 WEIGHTS_FILE = "model.safetensors"
 DIM = 384
+#: Attention heads of all-MiniLM-L6-v2 (the transformer optimizer's fusions need it).
+NUM_HEADS = 12
 MAX_LENGTH = 256
 
 

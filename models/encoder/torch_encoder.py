@@ -74,9 +74,11 @@ def load_pooled_model(
 
 
 class TorchEncoder:
-    """Reference backend: transformers tokenizer + PyTorch forward on CPU.
+    """Reference backend: transformers tokenizer + PyTorch eager forward (CPU by default).
 
-    Slow to import and heavy to install; it exists to check the ONNX export against.
+    Slow to import and heavy to install; it exists to check the ONNX export
+    against, and to be the baseline of `benchmarks/encoder_speed.py` (which
+    puts it on ``device="cuda"`` when it runs on a GPU).
     """
 
     name = "minilm-l6-v2-torch"
@@ -88,6 +90,7 @@ class TorchEncoder:
         *,
         batch_size: int = 64,
         max_length: int = MAX_LENGTH,
+        device: str = "cpu",
     ) -> None:
         _offline()
         from transformers import AutoTokenizer
@@ -95,8 +98,9 @@ class TorchEncoder:
         src = source_dir or source_model_dir()
         self.batch_size = batch_size
         self.max_length = max_length
+        self.device = device
         self._tokenizer = AutoTokenizer.from_pretrained(str(src))
-        self._model = load_pooled_model(src)
+        self._model = load_pooled_model(src).to(device)
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         """Encode ``texts`` in input order; see :class:`models.encoder.base.Encoder`."""
@@ -113,6 +117,7 @@ class TorchEncoder:
                     max_length=self.max_length,
                     return_tensors="pt",
                 )
-                emb = self._model(batch["input_ids"], batch["attention_mask"])
-                chunks.append(emb.numpy().astype(np.float32, copy=False))
+                ids = batch["input_ids"].to(self.device)
+                emb = self._model(ids, batch["attention_mask"].to(self.device))
+                chunks.append(emb.cpu().numpy().astype(np.float32, copy=False))
         return np.concatenate(chunks, axis=0)
