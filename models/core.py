@@ -151,11 +151,50 @@ def step(
     position is at or below the last applied offset of their partition are
     replays and skipped; events whose id was already applied are duplicates
     and skipped; events on items with no embedding wait in ``pending``.
+
+    The same as `prepare`, `rank` of its state, then `finish`: a shell that
+    holds many users' micro-batches prepares them all, ranks the ones that
+    need it with one `rank_many`, and finishes each, with the same results.
     """
+    prepared = prepare(state, events, catalogue, params, refresh=refresh)
+    if prepared.result is not None:
+        return prepared.result
+    assert prepared.state is not None
+    return finish(prepared, rank(prepared.state, catalogue, params), catalogue, now, params)
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """The first half of `step`: the events applied, the list not yet ranked.
+
+    ``result`` is the whole `StepResult` when nothing needs ranking (no
+    state, or nothing changed); else ``state`` is the new state to rank
+    (its ``top_k`` still the old list) and `finish` completes the step.
+    """
+
+    result: StepResult | None
+    state: UserState | None = None
+    before: UserState | None = None
+    refresh: tuple[str, ...] = ()
+    migrated_from: str | None = None
+    overflow: tuple[PendingEvent, ...] = ()
+    #: The step's scratch (`_Run`), read by `finish` only.
+    run: _Run | None = None
+
+
+def prepare(
+    state: UserState | None,
+    events: Sequence[Behaviour],
+    catalogue: Catalogue,
+    params: CoreParams,
+    *,
+    refresh: Sequence[str] = (),
+) -> Prepared:
+    """`step` up to the ranking: apply the events, build the new state (see `step`)."""
     migrated_from = None
     if state is None:
         if not events:
-            return StepResult(None, None, changed=False)
+            return Prepared(StepResult(None, None, changed=False))
         state = new_state(events[0].user_id, catalogue.dim, params)
     elif state.updater != params.updater.name or any(
         i.hidden.shape != params.updater.initial(catalogue.dim).shape for i in state.interests
@@ -174,12 +213,14 @@ def step(
     touched = bool(ready) or bool(run.applied) or bool(run.parked) or migrated_from is not None
     stale = any(item not in catalogue for item, _ in state.top_k)
     if not (touched or refresh or stale or run.offsets != state.offsets):
-        return StepResult(
-            state,
-            None,
-            changed=False,
-            duplicates=tuple(run.duplicates),
-            replayed=tuple(run.replayed),
+        return Prepared(
+            StepResult(
+                state,
+                None,
+                changed=False,
+                duplicates=tuple(run.duplicates),
+                replayed=tuple(run.replayed),
+            )
         )
 
     pending, overflow = _bounded(run.pending, params.max_pending)
@@ -203,11 +244,34 @@ def step(
         shifts=run.shifts,
         last_shift_ts=run.last_shift_ts,
     )
-    new = replace(new, top_k=tuple(rank(new, catalogue, params)))
+    return Prepared(
+        None,
+        new,
+        before=state,
+        refresh=tuple(refresh),
+        migrated_from=migrated_from,
+        overflow=tuple(overflow),
+        run=run,
+    )
+
+
+def finish(
+    prepared: Prepared,
+    ranked: Sequence[Ranked],
+    catalogue: Catalogue,
+    now: float,
+    params: CoreParams,
+) -> StepResult:
+    """`step` after the ranking: ``ranked`` (`rank` of ``prepared.state``) becomes the list."""
+    if prepared.result is not None:
+        return prepared.result
+    state, run = prepared.before, prepared.run
+    assert prepared.state is not None and state is not None and run is not None
+    new = replace(prepared.state, top_k=tuple(ranked))
     cause = Cause(
         kind="events" if run.count or run.parked else "items",
         event_ids=tuple(run.applied_ids),
-        item_ids=tuple(sorted(refresh)),
+        item_ids=tuple(sorted(prepared.refresh)),
         last_event_ts=max(run.applied_ts) if run.applied_ts else None,
     )
     summary = interest_summary(new, catalogue, params, before=state)
@@ -225,8 +289,8 @@ def step(
         duplicates=tuple(run.duplicates),
         replayed=tuple(run.replayed),
         parked=tuple(run.parked),
-        overflow=tuple(overflow),
-        migrated_from=migrated_from,
+        overflow=prepared.overflow,
+        migrated_from=prepared.migrated_from,
     )
 
 
@@ -777,7 +841,7 @@ def _readable(vec: np.ndarray, catalogue: Catalogue) -> dict[str, object]:
 
 
 class _Run:
-    """Mutable scratch space for one `step`; never escapes it."""
+    """Mutable scratch space for one `step`; never escapes it (but to `finish`, via `Prepared`)."""
 
     def __init__(self, state: UserState, params: CoreParams, catalogue: Catalogue) -> None:
         self.params, self.catalogue = params, catalogue
