@@ -54,15 +54,16 @@ class AnnSpec:
     ef_construction
         Breadth of the search that links a new row (HNSW's ``ef_construction``).
     ef_search
-        Breadth of a fetch (HNSW's ``ef``); a fetch of more rows searches at
-        least as many.
+        Least breadth of a fetch (HNSW's ``ef``); a fetch searches at least
+        as broadly as the rows it fetches, so past ``candidates`` this only
+        matters for a small ``candidates``.
     """
 
     min_items: int = 20_000
-    candidates: int = 200
+    candidates: int = 100
     connectivity: int = 16
     ef_construction: int = 100
-    ef_search: int = 200
+    ef_search: int = 64
 
     def __post_init__(self) -> None:
         if self.min_items < 0:

@@ -538,7 +538,7 @@ class _Candidates:
         raw = (self._sub @ d.T).T.astype(np.float64)
         d64 = d.astype(np.float64)
         mean = d64 @ self._sum / self._n
-        var = np.einsum("qi,ij,qj->q", d64, self._second, d64) / self._n - mean**2
+        var = ((d64 @ self._second) * d64).sum(axis=1) / self._n - mean**2
         std = np.sqrt(np.maximum(var, 0.0))
         ok = std > 1e-12
         z = np.where(ok[:, None], (raw - mean[:, None]) / np.where(ok, std, 1.0)[:, None], 0.0)
@@ -689,12 +689,17 @@ def _short_scores(
     )
 
 
+#: Fetch directions closer than this cosine share one fetch (`_fetch_directions`).
+SAME_FETCH = 0.99
+
+
 def _fetch_directions(state: UserState, catalogue: Catalogue, params: CoreParams) -> np.ndarray:
     """[q, dim]: the catalogue-space directions whose best rows are a user's candidates.
 
     Every direction a level scores by: the interests' (unless the updater
     scores in its own space, `_own_mid`), the short-term parts', the
-    long-term profile's. Zero directions (undefined) fetch nothing.
+    long-term profile's. Zero directions (undefined) fetch nothing, and of
+    directions within `SAME_FETCH` of each other only the first fetches.
     """
     out: list[np.ndarray] = []
     if state.interests and not _own_space(params.updater):
@@ -706,7 +711,14 @@ def _fetch_directions(state: UserState, catalogue: Catalogue, params: CoreParams
     if long.shape == (catalogue.dim,) and long.any():
         out.append(long)
     dirs = [np.asarray(d, dtype=np.float32) for d in out if d.shape == (catalogue.dim,) and d.any()]
-    return np.stack(dirs) if dirs else np.zeros((0, catalogue.dim), dtype=np.float32)
+    if not dirs:
+        return np.zeros((0, catalogue.dim), dtype=np.float32)
+    stacked = np.stack(dirs)
+    unit = stacked / np.linalg.norm(stacked, axis=1, keepdims=True)
+    cos = np.triu(unit @ unit.T, k=1)
+    # One fetch for directions that would fetch the same rows: an interest of
+    # one event and its short-term part are the same item's vector.
+    return stacked[~(cos >= SAME_FETCH).any(axis=0)]
 
 
 def mid_direction(state: UserState, params: CoreParams) -> np.ndarray:

@@ -151,11 +151,11 @@ class Settings:
     ann_min_items: int = 20_000
     #: Items each of a user's directions fetches from the index (recall@10 of
     #: the core's lists against exact ranking >= 0.95 at 100,000 items with 200).
-    ann_candidates: int = 200
+    ann_candidates: int = 100
     #: The HNSW graph's degree (M), build breadth and search breadth (ef).
     ann_connectivity: int = 16
     ann_ef_construction: int = 100
-    ann_ef_search: int = 200
+    ann_ef_search: int = 64
     batch_max: int = 500
     batch_within_seconds: float = 0.05
     #: Small on the embedded broker: it waits this long for group joins.
