@@ -445,7 +445,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--part", choices=("all", "libraries", "core"), default="all")
     parser.add_argument("--items", type=int, default=100_000)
-    parser.add_argument("--sizes", default="5000,20000,50000", help="smaller core sizes too")
+    parser.add_argument("--sizes", default="5000,10000,20000,50000", help="smaller sizes too")
     parser.add_argument("--queries", type=int, default=300)
     parser.add_argument("--candidates", type=int, default=200)
     parser.add_argument("--sweep", default="50,100,200,400", help="candidates tried at --items")
