@@ -16,6 +16,7 @@ import numpy as np
 from models.ranking import Ranked, top_k
 
 if TYPE_CHECKING:
+    from models.ann import CatalogueIndex
     from models.interest.topics import OnlineTopics
 
 _CATALOGUES = itertools.count()
@@ -50,6 +51,16 @@ class Catalogue:
         self._tag_sums: dict[str, np.ndarray] = {}
         self._tag_counts: dict[str, int] = {}
         self._sum = np.zeros(dim, dtype=np.float64)
+        #: Per row, the change count at its last upsert or removal (`changed_rows`).
+        self._row_change = np.zeros(64, dtype=np.int64)
+        #: The alive rows' second moment sum ``X^T X`` (`moments`), None until asked
+        #: for; then kept up to date lazily: rows added since (``_plus``) and the
+        #: vectors of rows removed since (``_minus``) are folded in on the next ask.
+        self._second: np.ndarray | None = None
+        self._plus: set[int] = set()
+        self._minus: list[np.ndarray] = []
+        #: The approximate index that follows this catalogue (`models.ann.index_for`).
+        self.ann: CatalogueIndex | None = None
         self._tag_cache: tuple[int, tuple[list[str], np.ndarray, np.ndarray]] | None = None
         #: The topic model shared by the workers (`models.interest.topics`), or None.
         self.topics: OnlineTopics | None = None
@@ -114,6 +125,9 @@ class Catalogue:
             self._rows[item_id] = row
         self._matrix[row] = vec / norm
         self._alive[row] = True
+        self._row_change[row] = self._changes
+        if self._second is not None:
+            self._plus.add(row)
         self._tags[row] = tuple(dict.fromkeys(tags))
         self._sum += self._matrix[row]
         for tag in self._tags[row]:
@@ -128,11 +142,56 @@ class Catalogue:
             return False
         self._changes += 1
         self._alive[row] = False
+        self._row_change[row] = self._changes
+        if self._second is not None:
+            if row in self._plus:
+                self._plus.discard(row)  # never folded in: nothing to take out
+            else:
+                self._minus.append(self._matrix[row].copy())
         self._sum -= self._matrix[row]
         for tag in self._tags[row]:
             self._tag_sums[tag] -= self._matrix[row]
             self._tag_counts[tag] -= 1
         return True
+
+    def changed_rows(self, since: int) -> np.ndarray:
+        """The rows upserted or removed after change count ``since`` (`revision`'s second part).
+
+        What an index that follows the catalogue re-reads to catch up
+        (`models.ann.CatalogueIndex.sync`); each row once, however often it changed.
+        """
+        n = len(self._ids)
+        return np.flatnonzero(self._row_change[:n] > since)
+
+    def moments(self) -> tuple[int, np.ndarray, np.ndarray]:
+        """The alive rows' count, sum ``X^T 1`` and second moment sum ``X^T X`` (float64).
+
+        For any query ``q`` the scores ``s = X q`` of the alive rows then have
+        mean ``sum . q / n`` and variance ``q^T (X^T X) q / n - mean^2``: a
+        ranking that scores only some rows standardises them exactly as over
+        the whole catalogue (`models.ann`). The arrays are read-only views,
+        valid until the next change. The first call computes them
+        from the rows (one pass); later ones fold in the changes since, as
+        two products of the changed rows only.
+        """
+        n = len(self._ids)
+        if self._second is None:
+            self._second = np.zeros((self.dim, self.dim), dtype=np.float64)
+            self._plus = set(np.flatnonzero(self._alive[:n]).tolist())
+            self._minus = []
+        if self._plus:
+            rows = np.fromiter(sorted(self._plus), dtype=np.int64)
+            for start in range(0, len(rows), 8192):
+                block = self._matrix[rows[start : start + 8192]].astype(np.float64)
+                self._second += block.T @ block
+            self._plus = set()
+        if self._minus:
+            block = np.stack(self._minus).astype(np.float64)
+            self._second -= block.T @ block
+            self._minus = []
+        total, second = self._sum.view(), self._second.view()
+        total.flags.writeable = second.flags.writeable = False
+        return len(self), total, second
 
     def scores(self, query: np.ndarray) -> np.ndarray:
         """The dot product of every row (see `rows`) with ``query``; removed rows ``-inf``."""
@@ -213,4 +272,6 @@ class Catalogue:
         matrix[: len(self._ids)] = self._matrix[: len(self._ids)]
         alive = np.zeros(cap, dtype=bool)
         alive[: len(self._ids)] = self._alive[: len(self._ids)]
-        self._matrix, self._alive = matrix, alive
+        change = np.zeros(cap, dtype=np.int64)
+        change[: len(self._ids)] = self._row_change[: len(self._ids)]
+        self._matrix, self._alive, self._row_change = matrix, alive, change

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from models import ann
+from models.ann import AnnSpec
 from models.behaviour import TYPE_WEIGHTS, Behaviour, EncodedPhrase, event_weight
 from models.catalogue import Catalogue
 from models.interest import composition, levels, shift
@@ -60,6 +62,9 @@ class CoreParams:
         How many events may wait for a missing item embedding.
     shift
         The interest-shift detector (`models.interest.shift`), or None: off.
+    ann
+        When ranking goes through an approximate index of the catalogue
+        (`models.ann`, `rank_many`), and the index's settings.
     """
 
     k: int = 10
@@ -74,6 +79,7 @@ class CoreParams:
     dedup_ids: int = 512
     max_pending: int = 256
     shift: ShiftSpec | None = field(default_factory=ShiftSpec)
+    ann: AnnSpec = field(default_factory=AnnSpec)
 
     @property
     def short_term_weight(self) -> float:
@@ -146,11 +152,50 @@ def step(
     position is at or below the last applied offset of their partition are
     replays and skipped; events whose id was already applied are duplicates
     and skipped; events on items with no embedding wait in ``pending``.
+
+    The same as `prepare`, `rank` of its state, then `finish`: a shell that
+    holds many users' micro-batches prepares them all, ranks the ones that
+    need it with one `rank_many`, and finishes each, with the same results.
     """
+    prepared = prepare(state, events, catalogue, params, refresh=refresh)
+    if prepared.result is not None:
+        return prepared.result
+    assert prepared.state is not None
+    return finish(prepared, rank(prepared.state, catalogue, params), catalogue, now, params)
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """The first half of `step`: the events applied, the list not yet ranked.
+
+    ``result`` is the whole `StepResult` when nothing needs ranking (no
+    state, or nothing changed); else ``state`` is the new state to rank
+    (its ``top_k`` still the old list) and `finish` completes the step.
+    """
+
+    result: StepResult | None
+    state: UserState | None = None
+    before: UserState | None = None
+    refresh: tuple[str, ...] = ()
+    migrated_from: str | None = None
+    overflow: tuple[PendingEvent, ...] = ()
+    #: The step's scratch (`_Run`), read by `finish` only.
+    run: _Run | None = None
+
+
+def prepare(
+    state: UserState | None,
+    events: Sequence[Behaviour],
+    catalogue: Catalogue,
+    params: CoreParams,
+    *,
+    refresh: Sequence[str] = (),
+) -> Prepared:
+    """`step` up to the ranking: apply the events, build the new state (see `step`)."""
     migrated_from = None
     if state is None:
         if not events:
-            return StepResult(None, None, changed=False)
+            return Prepared(StepResult(None, None, changed=False))
         state = new_state(events[0].user_id, catalogue.dim, params)
     elif state.updater != params.updater.name or any(
         i.hidden.shape != params.updater.initial(catalogue.dim).shape for i in state.interests
@@ -169,12 +214,14 @@ def step(
     touched = bool(ready) or bool(run.applied) or bool(run.parked) or migrated_from is not None
     stale = any(item not in catalogue for item, _ in state.top_k)
     if not (touched or refresh or stale or run.offsets != state.offsets):
-        return StepResult(
-            state,
-            None,
-            changed=False,
-            duplicates=tuple(run.duplicates),
-            replayed=tuple(run.replayed),
+        return Prepared(
+            StepResult(
+                state,
+                None,
+                changed=False,
+                duplicates=tuple(run.duplicates),
+                replayed=tuple(run.replayed),
+            )
         )
 
     pending, overflow = _bounded(run.pending, params.max_pending)
@@ -198,12 +245,34 @@ def step(
         shifts=run.shifts,
         last_shift_ts=run.last_shift_ts,
     )
-    with stage("rank"):
-        new = replace(new, top_k=tuple(rank(new, catalogue, params)))
+    return Prepared(
+        None,
+        new,
+        before=state,
+        refresh=tuple(refresh),
+        migrated_from=migrated_from,
+        overflow=tuple(overflow),
+        run=run,
+    )
+
+
+def finish(
+    prepared: Prepared,
+    ranked: Sequence[Ranked],
+    catalogue: Catalogue,
+    now: float,
+    params: CoreParams,
+) -> StepResult:
+    """`step` after the ranking: ``ranked`` (`rank` of ``prepared.state``) becomes the list."""
+    if prepared.result is not None:
+        return prepared.result
+    state, run = prepared.before, prepared.run
+    assert prepared.state is not None and state is not None and run is not None
+    new = replace(prepared.state, top_k=tuple(ranked))
     cause = Cause(
         kind="events" if run.count or run.parked else "items",
         event_ids=tuple(run.applied_ids),
-        item_ids=tuple(sorted(refresh)),
+        item_ids=tuple(sorted(prepared.refresh)),
         last_event_ts=max(run.applied_ts) if run.applied_ts else None,
     )
     with stage("summary"):
@@ -222,8 +291,8 @@ def step(
         duplicates=tuple(run.duplicates),
         replayed=tuple(run.replayed),
         parked=tuple(run.parked),
-        overflow=tuple(overflow),
-        migrated_from=migrated_from,
+        overflow=prepared.overflow,
+        migrated_from=prepared.migrated_from,
     )
 
 
@@ -339,20 +408,172 @@ def scores(state: UserState, catalogue: Catalogue, params: CoreParams) -> np.nda
     The latest query's negative phrases then push down the items close to
     them: ``negative_strength * weight * max(0, z - negative_margin)`` of
     each phrase's cosine z-score.
-    `step` ranks with exactly this; the offline evaluation scores with it.
+    `rank` ranks with exactly this (below `AnnSpec.min_items`; above, it
+    scores the index's candidates with the same formula); the offline
+    evaluation scores with it.
     """
-    n = len(catalogue.rows()[0])
+    return _level_scores(state, catalogue, params, _AllRows(catalogue))
+
+
+def rank(state: UserState, catalogue: Catalogue, params: CoreParams) -> list[Ranked]:
+    """The k best items for ``state``, consumed ones excluded (`rank_many` of one user)."""
+    return rank_many([state], catalogue, params)[0]
+
+
+def rank_many(
+    states: Sequence[UserState], catalogue: Catalogue, params: CoreParams
+) -> list[list[Ranked]]:
+    """`rank` of each of ``states``, the index searched once for all of them.
+
+    Each list is the one `rank` gives that user alone, exactly: the batch
+    shares work only where sharing cannot change a number.
+
+    - Exact (a catalogue of at most ``params.ann.min_items`` items, the
+      ``"quota"`` composition, or a graph that cannot answer): `scores` of
+      each user, `models.ranking.top_k`, the consumed items excluded. The
+      users' catalogue products are not stacked into one: a matrix product's
+      rounding depends on its width (OpenBLAS), and a score that moves in
+      its last bit moves the 6-decimal score a delta carries.
+    - Through the index (`models.ann`): the directions every user's levels
+      score by (each interest's, the short-term parts', the long-term
+      profile's) go to the graph in one search per fetch width
+      (`AnnSpec.fetch_width`: the consumed items are fetched, then dropped);
+      an updater that scores in an item space of its own (overrides
+      `InterestUpdater.scores`: the learned cell) has its mid-term level
+      scored over every row, in its space, and adds its best rows. Each
+      user's candidates are then scored with `scores`' formula, the
+      z-scores those of the whole catalogue (`Catalogue.moments`). A query's
+      negative phrases fetch nothing: they only push items down.
+    """
+    if not states:
+        return []
+    with stage("rank"):
+        if params.ann.applies(catalogue) and params.composition.mode == "softmax":
+            ranked = _rank_approximate(states, catalogue, params)
+            if ranked is not None:
+                return ranked
+        return [rank_exact(state, catalogue, params) for state in states]
+
+
+def _rank_approximate(
+    states: Sequence[UserState], catalogue: Catalogue, params: CoreParams
+) -> list[list[Ranked]] | None:
+    """`rank_many` through the index; None when the graph cannot answer (rank exactly)."""
+    index = ann.index_for(catalogue, params.ann)
+    queries = [_fetch_directions(state, catalogue, params) for state in states]
+    widths = [params.ann.fetch_width(len(state.consumed)) for state in states]
+    fetched: list[list[np.ndarray]] = [[] for _ in states]
+    for width in sorted(set(widths)):
+        users = [u for u, w in enumerate(widths) if w == width and len(queries[u])]
+        if not users:
+            continue
+        found = index.search(np.concatenate([queries[u] for u in users]), width)
+        if found is None:
+            return None
+        at = 0
+        for u in users:
+            fetched[u] = found[at : at + len(queries[u])]
+            at += len(queries[u])
+    ids = catalogue.rows()[0]
+    out = []
+    for state, rows, width in zip(states, fetched, widths, strict=True):
+        own = _own_mid(state, catalogue, params)
+        if own is not None:
+            rows = [*rows, _best_rows(own, width)]
+        view = _Candidates(catalogue, rows, catalogue.rows_of(state.consumed), own)
+        if not len(view.rows):
+            out.append([])
+            continue
+        cand_ids = [ids[r] for r in view.rows.tolist()]
+        out.append(top_k(cand_ids, _level_scores(state, catalogue, params, view), params.k))
+    return out
+
+
+class _AllRows:
+    """Every catalogue row, z-scores by `composition.standardise` over them: the exact path."""
+
+    def __init__(self, catalogue: Catalogue) -> None:
+        self.catalogue = catalogue
+        self.size = len(catalogue.rows()[0])
+
+    def z_many(self, dirs: np.ndarray) -> np.ndarray:
+        """[q, rows]: each direction's z-scores (all -inf for a zero direction)."""
+        return np.stack([composition.standardise(s) for s in self.catalogue.scores_many(dirs)])
+
+    def z_one(self, vec: np.ndarray) -> np.ndarray:
+        return composition.standardise(self.catalogue.scores(vec))
+
+    def own_mid(self, state: UserState, params: CoreParams) -> np.ndarray | None:
+        """An own-space updater's mid-term level on this view's rows (`_own_mid`)."""
+        return _own_mid(state, self.catalogue, params)
+
+
+class _Candidates:
+    """Some catalogue rows, z-scored as over the whole catalogue from its moments.
+
+    For a direction ``q`` the alive rows' scores have mean ``sum . q / n``
+    and variance ``q^T (X^T X) q / n - mean^2`` (`Catalogue.moments`), so a
+    row's z-score here is the one `_AllRows` gives it, up to float rounding.
+    ``rows`` are the fetched ones, unique and sorted, less ``exclude`` (the
+    consumed) and removed ones.
+    """
+
+    def __init__(
+        self,
+        catalogue: Catalogue,
+        fetched: Sequence[np.ndarray],
+        exclude: Sequence[int],
+        own: np.ndarray | None = None,
+    ) -> None:
+        _, matrix, alive = catalogue.rows()
+        rows = np.unique(np.concatenate([*fetched, np.zeros(0, dtype=np.int64)]))
+        rows = rows[(rows >= 0) & (rows < len(alive))]
+        rows = rows[alive[rows] & ~np.isin(rows, np.asarray(exclude, dtype=np.int64))]
+        self.rows = rows
+        self.size = len(rows)
+        self._sub = matrix[rows]
+        self._n, self._sum, self._second = catalogue.moments()
+        self._own = own
+
+    def z_many(self, dirs: np.ndarray) -> np.ndarray:
+        d = np.asarray(dirs, dtype=np.float32).reshape(len(dirs), -1)
+        raw = (self._sub @ d.T).T.astype(np.float64)
+        d64 = d.astype(np.float64)
+        mean = d64 @ self._sum / self._n
+        var = ((d64 @ self._second) * d64).sum(axis=1) / self._n - mean**2
+        std = np.sqrt(np.maximum(var, 0.0))
+        ok = std > 1e-12
+        z = np.where(ok[:, None], (raw - mean[:, None]) / np.where(ok, std, 1.0)[:, None], 0.0)
+        z[~d.any(axis=1)] = -np.inf  # as `Catalogue.scores_many`: a zero query is undefined
+        return z
+
+    def z_one(self, vec: np.ndarray) -> np.ndarray:
+        v = np.asarray(vec, dtype=np.float32)
+        if not v.any():  # `Catalogue.scores` of zeros: constant, so z-scores of zero
+            return np.zeros(self.size)
+        return self.z_many(v[None])[0]
+
+    def own_mid(self, state: UserState, params: CoreParams) -> np.ndarray | None:
+        """The own-space mid-term level given at construction (every row's), on these rows."""
+        return None if self._own is None else self._own[self.rows]
+
+
+def _level_scores(
+    state: UserState, catalogue: Catalogue, params: CoreParams, view: _AllRows | _Candidates
+) -> np.ndarray:
+    """`scores`' formula over the rows of ``view`` (every row, or the index's candidates)."""
+    n = view.size
     shares_ = level_weights(state, params)
     parts: list[tuple[float, np.ndarray]] = []
-    mid = _mid_scores(state, catalogue, params)
+    mid = _mid_scores(state, catalogue, params, view)
     if mid is not None:
         parts.append((shares_["mid"], mid))
-    short = _short_scores(state, catalogue, params)
+    short = _short_scores(state, catalogue, params, view)
     if short is not None:
         parts.append((shares_["short"], short))
     long = levels.unit(state.long_term)
     if long.shape == (catalogue.dim,) and long.any():
-        parts.append((shares_["long"], composition.standardise(catalogue.scores(long))))
+        parts.append((shares_["long"], view.z_one(long)))
     parts = [(w, s) for w, s in parts if w > 0]
     if not parts or n == 0:
         return np.full(n, -np.inf)
@@ -361,14 +582,13 @@ def scores(state: UserState, catalogue: Catalogue, params: CoreParams) -> np.nda
     if state.query is not None and params.negative_strength > 0:
         for vec, weight in zip(state.query.negatives, state.query.negative_weights(), strict=False):
             if vec.shape == (catalogue.dim,):
-                z = composition.standardise(catalogue.scores(vec))
-                push = np.maximum(z - params.negative_margin, 0.0)
+                push = np.maximum(view.z_one(vec) - params.negative_margin, 0.0)
                 out = out - params.negative_strength * weight * push
     return out
 
 
-def rank(state: UserState, catalogue: Catalogue, params: CoreParams) -> list[Ranked]:
-    """The k best items for ``state``, consumed ones excluded (`scores`, `models.ranking.top_k`)."""
+def rank_exact(state: UserState, catalogue: Catalogue, params: CoreParams) -> list[Ranked]:
+    """`rank` over every catalogue row, whatever its size: what the index path is held to."""
     ids = catalogue.rows()[0]
     return top_k(ids, scores(state, catalogue, params), params.k, catalogue.rows_of(state.consumed))
 
@@ -378,24 +598,61 @@ def level_weights(state: UserState, params: CoreParams) -> dict[str, float]:
     return levels.level_weights(state.gap_s, params.levels)
 
 
-def _mid_scores(state: UserState, catalogue: Catalogue, params: CoreParams) -> np.ndarray | None:
+def _own_space(updater: InterestUpdater) -> bool:
+    """Whether the updater scores in an item space of its own (not a cosine with `query`)."""
+    return type(updater).scores is not InterestUpdater.scores
+
+
+def _mid_scores(
+    state: UserState, catalogue: Catalogue, params: CoreParams, view: _AllRows | _Candidates
+) -> np.ndarray | None:
     if not state.interests:
         return None
-    all_scores = params.updater.scores_many([i.hidden for i in state.interests], catalogue)
-    per, kept = [], []
-    for n, s in enumerate(all_scores):
-        if np.isfinite(s).any():
-            per.append(s)
-            kept.append(n)
-    if not per:
+    updater = params.updater
+    if _own_space(updater):
+        return view.own_mid(state, params)
+    zs = view.z_many(np.stack([updater.query(i.hidden) for i in state.interests]))
+    return _composed_mid(state, params, zs)
+
+
+def _composed_mid(state: UserState, params: CoreParams, zs: np.ndarray) -> np.ndarray | None:
+    kept = [n for n, z in enumerate(zs) if np.isfinite(z).any()]
+    if not kept:
         return None
     w = composition.weights(state.interests, state.last_event_ts, params.composition)[kept]
-    return composition.compose(
-        per, w / w.sum(), params.composition.temperature, params.composition.mode
+    return composition.compose_standardised(
+        zs[kept], w / w.sum(), params.composition.temperature, params.composition.mode
     )
 
 
-def _short_scores(state: UserState, catalogue: Catalogue, params: CoreParams) -> np.ndarray | None:
+def _own_mid(state: UserState, catalogue: Catalogue, params: CoreParams) -> np.ndarray | None:
+    """An own-space updater's mid-term level over every row (its scores are not cosines
+    with catalogue vectors, so no index holds them: its item space is scanned, exactly)."""
+    updater = params.updater
+    if not state.interests or not _own_space(updater):
+        return None
+    raw = updater.scores_many([i.hidden for i in state.interests], catalogue)
+    zs = np.stack([composition.standardise(s) for s in raw])
+    return _composed_mid(state, params, zs)
+
+
+def _best_rows(level: np.ndarray, width: int) -> np.ndarray:
+    """The ``width`` rows of ``level`` with the highest finite values."""
+    ok = np.flatnonzero(np.isfinite(level))
+    if len(ok) <= width:
+        return ok
+    return ok[np.argpartition(-level[ok], width - 1)[:width]]
+
+
+def _short_directions(
+    state: UserState, catalogue: Catalogue, params: CoreParams
+) -> tuple[np.ndarray, np.ndarray | None] | None:
+    """The short-term level's directions and shares; shares None: the window's one direction.
+
+    Each window event goes with the interest closest to it; each interest's
+    events give one direction, weighted by their mass. With at most one
+    interest (or interests in another space) it is the window's direction.
+    """
     entries = [(e, catalogue.vector(e.item_id)) for e in state.window]
     entries = [(e.weight, v) for e, v in entries if v is not None]
     if not entries:
@@ -403,7 +660,7 @@ def _short_scores(state: UserState, catalogue: Catalogue, params: CoreParams) ->
     dirs = composition.directions(state.interests, params.updater)
     if dirs.shape[0] <= 1 or dirs.shape[1] != catalogue.dim:
         short = window_vector(state.window, catalogue)
-        return composition.standardise(catalogue.scores(short)) if short.any() else None
+        return (short[None], None) if short.any() else None
     vecs = np.stack([v for _, v in entries])
     weights = np.array([w for w, _ in entries], dtype=np.float64)
     owner = np.argmax(vecs @ dirs.T, axis=1)
@@ -417,11 +674,53 @@ def _short_scores(state: UserState, catalogue: Catalogue, params: CoreParams) ->
             mass.append(max(float(weights[mine].clip(min=0).sum()), composition.MIN_MASS))
     if not found:
         return None
-    per = list(catalogue.scores_many(np.stack(found)))
-    shares_ = np.array(mass) / sum(mass)
-    return composition.compose(
-        per, shares_, params.composition.temperature, params.composition.mode
+    return np.stack(found), np.array(mass) / sum(mass)
+
+
+def _short_scores(
+    state: UserState, catalogue: Catalogue, params: CoreParams, view: _AllRows | _Candidates
+) -> np.ndarray | None:
+    found = _short_directions(state, catalogue, params)
+    if found is None:
+        return None
+    dirs, shares_ = found
+    if shares_ is None:
+        return view.z_one(dirs[0])
+    return composition.compose_standardised(
+        view.z_many(dirs), shares_, params.composition.temperature, params.composition.mode
     )
+
+
+#: Fetch directions closer than this cosine share one fetch (`_fetch_directions`).
+SAME_FETCH = 0.99
+
+
+def _fetch_directions(state: UserState, catalogue: Catalogue, params: CoreParams) -> np.ndarray:
+    """[q, dim]: the catalogue-space directions whose best rows are a user's candidates.
+
+    Every direction a level scores by: the interests' (unless the updater
+    scores in its own space, `_own_mid`), the short-term parts', the
+    long-term profile's. Zero directions (undefined) fetch nothing, and of
+    directions within `SAME_FETCH` of each other only the first fetches.
+    """
+    out: list[np.ndarray] = []
+    if state.interests and not _own_space(params.updater):
+        out.extend(params.updater.query(i.hidden) for i in state.interests)
+    short = _short_directions(state, catalogue, params)
+    if short is not None:
+        out.extend(short[0])
+    long = levels.unit(state.long_term)
+    if long.shape == (catalogue.dim,) and long.any():
+        out.append(long)
+    dirs = [np.asarray(d, dtype=np.float32) for d in out if d.shape == (catalogue.dim,) and d.any()]
+    if not dirs:
+        return np.zeros((0, catalogue.dim), dtype=np.float32)
+    stacked = np.stack(dirs)
+    unit = stacked / np.linalg.norm(stacked, axis=1, keepdims=True)
+    cos = np.triu(unit @ unit.T, k=1)
+    # One fetch for directions that would fetch the same rows: an interest of
+    # one event and its short-term part are the same item's vector.
+    return stacked[~(cos >= SAME_FETCH).any(axis=0)]
 
 
 def mid_direction(state: UserState, params: CoreParams) -> np.ndarray:
@@ -556,7 +855,7 @@ def _readable(vec: np.ndarray, catalogue: Catalogue) -> dict[str, object]:
 
 
 class _Run:
-    """Mutable scratch space for one `step`; never escapes it."""
+    """Mutable scratch space for one `step`; never escapes it (but to `finish`, via `Prepared`)."""
 
     def __init__(self, state: UserState, params: CoreParams, catalogue: Catalogue) -> None:
         self.params, self.catalogue = params, catalogue

@@ -232,3 +232,18 @@ def test_encoder_speed_quick_compares_every_variant_with_pytorch(
     assert all(isinstance(t["met"], bool) for t in report["targets"].values())
     assert report["items_agent"]["items_per_s"]["16"] > 0
     assert out.with_suffix(".png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_ann_index_core_part_writes_recall_and_latency(tmp_path: Path) -> None:
+    out = tmp_path / "ann_index.json"
+    args = ["--part", "core", "--items", "3000", "--sizes", "1500", "--users", "6",
+            "--sweep", "20", "--out", str(out)]  # fmt: skip
+    run_benchmark("ann_index.py", *args)
+    report = json.loads(out.read_text())
+    rows = report["core"]["by_size"]
+    assert [r["items"] for r in rows] == [1500, 3000]
+    for row in rows:
+        assert 0.0 <= row["recall_at_10"] <= 1.0
+        assert row["exact"]["p99_ms"] > 0 and row["index"]["p99_ms"] > 0
+    assert report["core"]["candidate_sweep"][0]["candidates"] == 20
+    assert out.with_suffix(".png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -179,7 +179,23 @@ def compose(
     if not scores:
         return np.zeros(0)
     zs = np.stack([standardise(s) for s in scores])
-    if len(scores) == 1:
+    return compose_standardised(zs, shares, temperature, mode)
+
+
+def compose_standardised(
+    zs: np.ndarray, shares: np.ndarray, temperature: float, mode: str = "softmax"
+) -> np.ndarray:
+    """`compose` of score vectors already standardised: ``zs`` is [interests, items].
+
+    For a ranking that scores only some items (`models.ann`): their z-scores
+    come from the whole catalogue's moments, so they are not standardised
+    again over the few. ``"softmax"`` is per item and gives those items the
+    values `compose` gives them over the whole catalogue; ``"quota"`` ranks
+    within each interest, so only the whole catalogue gives its values.
+    """
+    if len(zs) == 0:
+        return np.zeros(0)
+    if len(zs) == 1:
         return zs[0]
     if mode == "quota":
         return compose_quota(zs, _tempered(shares, temperature))
