@@ -8,7 +8,8 @@ because the interest update is applied one event at a time.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import bisect
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -18,6 +19,7 @@ from models.catalogue import Catalogue
 from models.interest import composition, levels, shift
 from models.interest.composition import CompositionSpec, Interest
 from models.interest.levels import LevelSpec
+from models.interest.popularity import PopularityParams, compose
 from models.interest.shift import DetectorState, ShiftSpec
 from models.interest.topics import shares, update_user_topics
 from models.ranking import Ranked, top_k
@@ -60,6 +62,10 @@ class CoreParams:
         How many events may wait for a missing item embedding.
     shift
         The interest-shift detector (`models.interest.shift`), or None: off.
+    popularity
+        The cold-start popularity prior: which users it ranks (`uses_prior`)
+        and how it is composed with their query (`with_prior`). It applies
+        only when a prior is handed to `step`, `rank` or `scores`.
     """
 
     k: int = 10
@@ -74,6 +80,7 @@ class CoreParams:
     dedup_ids: int = 512
     max_pending: int = 256
     shift: ShiftSpec | None = field(default_factory=ShiftSpec)
+    popularity: PopularityParams = field(default_factory=PopularityParams)
 
     @property
     def short_term_weight(self) -> float:
@@ -114,6 +121,11 @@ class Delta:
     model: str = ""
 
 
+#: The popularity prior per catalogue row (`Catalogue.rows`) read at an event time:
+#: what `step` takes as ``prior`` (a worker's `streams.shared_popularity`).
+PriorAt = Callable[[float], np.ndarray]
+
+
 @dataclass(frozen=True)
 class StepResult:
     state: UserState | None
@@ -138,6 +150,7 @@ def step(
     params: CoreParams,
     *,
     refresh: Sequence[str] = (),
+    prior: PriorAt | None = None,
 ) -> StepResult:
     """Apply a micro-batch of one user's events and re-rank.
 
@@ -146,6 +159,9 @@ def step(
     position is at or below the last applied offset of their partition are
     replays and skipped; events whose id was already applied are duplicates
     and skipped; events on items with no embedding wait in ``pending``.
+    ``prior`` gives the popularity prior at an event time: a user the prior
+    is for (`uses_prior`) is ranked with it, read at their latest event's
+    time, and the delta's ``interest.popularity_prior`` says so.
     """
     migrated_from = None
     if state is None:
@@ -198,8 +214,11 @@ def step(
         shifts=run.shifts,
         last_shift_ts=run.last_shift_ts,
     )
+    cold = None
+    if prior is not None and uses_prior(new, params):
+        cold = prior(now if new.last_event_ts is None else new.last_event_ts)
     with stage("rank"):
-        new = replace(new, top_k=tuple(rank(new, catalogue, params)))
+        new = replace(new, top_k=tuple(rank(new, catalogue, params, cold)))
     cause = Cause(
         kind="events" if run.count or run.parked else "items",
         event_ids=tuple(run.applied_ids),
@@ -208,6 +227,8 @@ def step(
     )
     with stage("summary"):
         summary = interest_summary(new, catalogue, params, before=state)
+    if cold is not None:
+        summary["popularity_prior"] = {"query_weight": params.popularity.query_weight}
     if run.flagged:
         summary["shift"] = {**run.flagged[-1], "flags": len(run.flagged), "total": run.shifts}
     delta = diff(state.top_k, new.top_k, new, now, cause, summary)
@@ -238,19 +259,65 @@ def rebase(
     For a model change (another updater, or a new version of one): the old
     vector lives in another space, so it cannot be kept; replaying the
     window through the new model moves the user over instead of resetting
-    them. Window items that left the catalogue are skipped; the interests
-    a past query opened are not in the window and do not come along.
+    them. Window items that left the catalogue are skipped. The latest
+    query's positive phrases are opened again (`open_phrase`, as the query
+    event opened them) at the query's place among the window's events, by
+    time: a query is not in the window, and its interests would otherwise
+    be lost. Its negative phrases live in the catalogue's space and stay.
     """
     spec = spec or CompositionSpec()
-    interests: tuple[Interest, ...] = ()
-    for entry in state.window:
+    query = state.query
+    times = [e.ts for e in state.window]
+    at = len(times) if query is None else bisect.bisect_right(times, query.ts)
+    interests = _replay(state.window[:at], (), catalogue, updater, spec)
+    if query is not None:
+        for phrase, vec in query.positive_phrases():
+            if vec.shape == (catalogue.dim,):
+                weight = query.weight * phrase.weight
+                interests = open_phrase(
+                    interests, phrase.text, vec, weight, query.ts, updater, spec
+                )
+    interests = _replay(state.window[at:], interests, catalogue, updater, spec)
+    return replace(state, interests=interests, updater=updater.name)
+
+
+def _replay(
+    entries: Sequence[WindowEntry],
+    interests: tuple[Interest, ...],
+    catalogue: Catalogue,
+    updater: InterestUpdater,
+    spec: CompositionSpec,
+) -> tuple[Interest, ...]:
+    """``interests`` with window ``entries`` absorbed in order (items no longer known skipped)."""
+    for entry in entries:
         vec = catalogue.vector(entry.item_id)
         if vec is not None:
             item = updater.represent(entry.item_id, vec)
             interests, _ = composition.absorb(
                 interests, vec, item, entry.weight, entry.ts, updater, spec
             )
-    return replace(state, interests=interests, updater=updater.name)
+    return interests
+
+
+def open_phrase(
+    interests: tuple[Interest, ...],
+    text: str,
+    vector: np.ndarray,
+    weight: float,
+    ts: float,
+    updater: InterestUpdater,
+    spec: CompositionSpec,
+) -> tuple[Interest, ...]:
+    """The interests with a positive query phrase absorbed, as an item ``query:<text>`` would be.
+
+    The phrase opens an interest of its own or moves the closest one
+    (`models.interest.composition.absorb`); the updater represents it from
+    its vector, like an item it never saw. A query event (`step`) and a
+    rebase (`rebase`) open phrases only through here.
+    """
+    item = updater.represent(f"query:{text}", vector)
+    interests, _ = composition.absorb(interests, vector, item, weight, ts, updater, spec)
+    return interests
 
 
 def new_state(user_id: str, dim: int, params: CoreParams) -> UserState:
@@ -321,7 +388,12 @@ def restate(
     )
 
 
-def scores(state: UserState, catalogue: Catalogue, params: CoreParams) -> np.ndarray:
+def scores(
+    state: UserState,
+    catalogue: Catalogue,
+    params: CoreParams,
+    prior: np.ndarray | None = None,
+) -> np.ndarray:
     """The score of every catalogue row (`Catalogue.rows`) for ``state``; -inf where undefined.
 
     The levels' scores, each standardised over the catalogue, mixed by
@@ -336,9 +408,12 @@ def scores(state: UserState, catalogue: Catalogue, params: CoreParams) -> np.nda
       composed by their softmax weights (`models.interest.composition.compose`);
     - long-term: cosine with the long-term profile.
 
-    The latest query's negative phrases then push down the items close to
-    them: ``negative_strength * weight * max(0, z - negative_margin)`` of
-    each phrase's cosine z-score.
+    For a user the popularity prior is for (`uses_prior`), with ``prior``
+    given (per catalogue row), those scores are composed with it
+    (`with_prior`). The latest query's negative phrases then push down the
+    items close to them: ``negative_strength * weight * max(0, z -
+    negative_margin)`` of each phrase's cosine z-score (after the prior, so
+    a popular item the query refuses is still pushed out).
     `step` ranks with exactly this; the offline evaluation scores with it.
     """
     n = len(catalogue.rows()[0])
@@ -358,6 +433,8 @@ def scores(state: UserState, catalogue: Catalogue, params: CoreParams) -> np.nda
         return np.full(n, -np.inf)
     total = sum(w for w, _ in parts)
     out = sum(w * s for w, s in parts) / total
+    if prior is not None and uses_prior(state, params):
+        out = with_prior(out, prior, params)
     if state.query is not None and params.negative_strength > 0:
         for vec, weight in zip(state.query.negatives, state.query.negative_weights(), strict=False):
             if vec.shape == (catalogue.dim,):
@@ -367,10 +444,42 @@ def scores(state: UserState, catalogue: Catalogue, params: CoreParams) -> np.nda
     return out
 
 
-def rank(state: UserState, catalogue: Catalogue, params: CoreParams) -> list[Ranked]:
+def rank(
+    state: UserState,
+    catalogue: Catalogue,
+    params: CoreParams,
+    prior: np.ndarray | None = None,
+) -> list[Ranked]:
     """The k best items for ``state``, consumed ones excluded (`scores`, `models.ranking.top_k`)."""
     ids = catalogue.rows()[0]
-    return top_k(ids, scores(state, catalogue, params), params.k, catalogue.rows_of(state.consumed))
+    return top_k(
+        ids, scores(state, catalogue, params, prior), params.k, catalogue.rows_of(state.consumed)
+    )
+
+
+def uses_prior(state: UserState, params: CoreParams) -> bool:
+    """Whether ``state`` is ranked with the popularity prior (when one is given).
+
+    A user who sent a query and has consumed fewer than
+    ``params.popularity.cold_items`` items: the query alone says little
+    (on MovieLens-100K genre words add nothing measurable over the prior,
+    `benchmarks/cold_start.py`), what new users took lately says more.
+
+    >>> from models.state import LastQuery
+    >>> asked = UserState("u", query=LastQuery("jazz", 0.0, ()))
+    >>> uses_prior(asked, CoreParams()), uses_prior(UserState("u"), CoreParams())
+    (True, False)
+    """
+    return state.query is not None and len(state.consumed) < params.popularity.cold_items
+
+
+def with_prior(query_scores: np.ndarray, prior: np.ndarray, params: CoreParams) -> np.ndarray:
+    """A cold user's scores: `models.interest.popularity.compose` with the prior.
+
+    ``prior + query_weight * standardise(query_scores)``; rows the scores
+    leave out (``-inf``) stay out. What `benchmarks/cold_start.py` measures.
+    """
+    return compose(query_scores, prior, params.popularity.query_weight)
 
 
 def level_weights(state: UserState, params: CoreParams) -> dict[str, float]:
@@ -665,11 +774,10 @@ class _Run:
         for phrase in event.phrases:
             if phrase.polarity <= 0 or phrase.vector.shape != (self.catalogue.dim,):
                 continue
-            item = params.updater.represent(f"query:{phrase.text}", phrase.vector)
-            self.interests, _ = composition.absorb(
+            self.interests = open_phrase(
                 self.interests,
+                phrase.text,
                 phrase.vector,
-                item,
                 weight * phrase.weight,
                 event.ts,
                 params.updater,
@@ -684,6 +792,10 @@ class _Run:
             ts=event.ts,
             phrases=tuple(QueryPhrase(p.text, p.polarity, p.weight) for p in event.phrases),
             negatives=_negatives(event.phrases),
+            positives=tuple(
+                np.asarray(p.vector, dtype=np.float32) for p in event.phrases if p.polarity > 0
+            ),
+            weight=weight,
         )
         self._mark(event.event_id, event.ts)
 
