@@ -134,6 +134,9 @@ class Settings:
     #: store blob); off: by the query alone, and no counting.
     popularity_prior: bool = True
     popularity_cold_items: int = 1
+    #: The query's weight against the prior (tuned on MovieLens-100K, where genre
+    #: words add little; raise it where queries say more than popularity).
+    popularity_query_weight: float = PopularityParams().query_weight
     #: The counts go to the store once this many are pending, or this long
     #: after the last write (at most one write per micro-batch).
     popularity_flush_events: int = 200
@@ -221,6 +224,8 @@ class Settings:
             raise SettingsError(
                 "popularity_cold_items must be >= 0 and popularity_flush_events >= 1"
             )
+        if not (math.isfinite(self.popularity_query_weight) and self.popularity_query_weight >= 0):
+            raise SettingsError("popularity_query_weight must be a finite number >= 0")
         if not (
             self.popularity_flush_seconds >= 0 and math.isfinite(self.popularity_flush_seconds)
         ):
@@ -311,7 +316,9 @@ class Settings:
             negative_strength=self.query_negative_strength,
             negative_margin=self.query_negative_margin,
             shift=self._shift() if self.shift_enabled else None,
-            popularity=PopularityParams(cold_items=self.popularity_cold_items),
+            popularity=PopularityParams(
+                query_weight=self.popularity_query_weight, cold_items=self.popularity_cold_items
+            ),
         )
 
     def _shift(self) -> ShiftSpec:

@@ -18,7 +18,7 @@ from models.encoder import OnnxEncoder
 from models.interest.popularity import KeyedPopularity
 from streams.app import build_runtime
 from streams.processor import BehaviourProcessor, CatalogueSync, ItemProcessor, Outcome, RawRecord
-from streams.settings import Settings
+from streams.settings import Settings, SettingsError
 from streams.shared_popularity import SharedPopularity, blob_name
 from streams.stores.sqlite import SqliteStore
 from streams.workload import synthetic_workload, to_json_bytes
@@ -192,4 +192,14 @@ def test_the_setting_switches_the_prior_off_and_sets_its_flush() -> None:
     assert on.behaviours.popularity.flush_events == 7
     off = build_runtime(Settings(popularity_prior=False), store, Dim())  # type: ignore[arg-type]
     assert off.behaviours.popularity is None
-    assert Settings(popularity_cold_items=3).core_params().popularity.cold_items == 3
+    params = Settings(popularity_cold_items=3, popularity_query_weight=2.0).core_params()
+    assert (params.popularity.cold_items, params.popularity.query_weight) == (3, 2.0)
+    bad_settings = (
+        {"popularity_cold_items": -1},
+        {"popularity_flush_events": 0},
+        {"popularity_flush_seconds": -1.0},
+        {"popularity_query_weight": float("nan")},
+    )
+    for bad in bad_settings:
+        with pytest.raises(SettingsError):
+            Settings(**bad)

@@ -211,7 +211,7 @@ class ItemPopularity:
         >>> pop.prior(3.0, n_items=4).round(3).tolist()
         [1.508, 0.302, -0.905, -0.905]
         """
-        return standardise(np.log1p(self.counts_at(now, n_items)))
+        return prior_of(self.counts_at(now, n_items))
 
     def merge(self, other: ItemPopularity) -> ItemPopularity:
         """The counter of both counters' events (same half-life), at the later reference time.
@@ -391,10 +391,7 @@ class KeyedPopularity:
         self, now: float, index: np.ndarray, alive: np.ndarray | None = None
     ) -> np.ndarray:
         """`prior` for the rows ``index`` (`rows_of`) names: a caller may keep the index."""
-        logged = np.log1p(self._counts_rows(now, np.asarray(index, dtype=np.int64)))
-        if alive is not None:
-            logged = np.where(np.asarray(alive, dtype=bool), logged, -np.inf)
-        return standardise(logged)
+        return prior_of(self._counts_rows(now, np.asarray(index, dtype=np.int64)), alive)
 
     def to_bytes(self) -> bytes:
         """``b"ISKP" | u16 schema | u32 header size | JSON ids | ItemPopularity.to_bytes()``."""
@@ -425,6 +422,23 @@ class KeyedPopularity:
         return self.ids == other.ids and self.counts == other.counts
 
     __hash__ = None  # type: ignore[assignment]
+
+
+def prior_of(counts: np.ndarray, alive: np.ndarray | None = None) -> np.ndarray:
+    """The popularity prior of counts per row: ``standardise(log(1 + counts))``.
+
+    Negative counts (rounding, after taking events out) count as 0; rows not
+    ``alive`` are ``-inf`` and left out of the standardisation.
+
+    >>> prior_of(np.array([0.0, 0.0, 3.0, 3.0])).tolist()
+    [-1.0, -1.0, 1.0, 1.0]
+    >>> prior_of(np.array([0.0, 3.0, 9.0]), alive=np.array([True, True, False])).tolist()
+    [-1.0, 1.0, -inf]
+    """
+    logged = np.log1p(np.maximum(np.asarray(counts, dtype=np.float64), 0.0))
+    if alive is not None:
+        logged = np.where(np.asarray(alive, dtype=bool), logged, -np.inf)
+    return standardise(logged)
 
 
 def compose(query_scores: np.ndarray, prior: np.ndarray, query_weight: float) -> np.ndarray:
