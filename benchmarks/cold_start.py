@@ -132,7 +132,13 @@ from models.encoder import Encoder, OnnxEncoder, ensure_exported
 from models.encoder.embedding_cache import cached_embeddings
 from models.evaluation.baselines import decayed_counts, encode_catalogue
 from models.interest.composition import standardise
-from models.interest.popularity import DAY, ItemPopularity, newcomer_weight, prior_of
+from models.interest.popularity import (
+    DAY,
+    ItemPopularity,
+    PopularityParams,
+    newcomer_weight,
+    prior_of,
+)
 from models.interest.query import decompose
 from models.state import UserState
 from streams import codec
@@ -430,7 +436,8 @@ def _online_priors(
 ) -> dict[int, np.ndarray]:
     """Per user, the online prior at the query time: ``standardise(log(1 + counts))``."""
     counts = online_counts(log, users, half_life_days * DAY, newcomer_events)
-    return {u.user: prior_of(c) for u, c in zip(users, counts, strict=True)}
+    trust = PopularityParams().prior_events  # as a worker's prior (`streams.shared_popularity`)
+    return {u.user: prior_of(c, prior_events=trust) for u, c in zip(users, counts, strict=True)}
 
 
 def _composed(
@@ -544,6 +551,46 @@ def tune_online(
         for r in table
     ]  # fmt: skip
     return chosen, json_table
+
+
+#: `PopularityParams.prior_events` values re-scored for the chosen ``query+newcomers``.
+PRIOR_EVENTS = (0.0, 300.0, 1000.0, 3000.0, 10000.0)
+
+
+def _trust_sweep(
+    log: Interactions,
+    report: Sequence[ColdUser],
+    ranker: QueryRanker,
+    states: dict[int, UserState],
+    online: dict[str, dict],
+    item_genres: np.ndarray,
+    genres: list[str],
+    base: dict[str, np.ndarray],
+) -> dict[str, dict[str, float]] | None:
+    """``query+newcomers`` on the reported users at each `PRIOR_EVENTS` (a sensitivity check).
+
+    The prior weighs ``m / (m + prior_events)``, ``m`` the counter's decayed
+    mass at the user's query time; the default trusts the worker's counts
+    only once they hold about a thousand events.
+    """
+    chosen = online.get("query+newcomers")
+    if chosen is None:
+        return None
+    k, days = chosen["newcomer_events"], chosen["half_life_days"]
+    days = math.inf if days == "inf" else float(days)
+    counts = online_counts(log, report, days * DAY, ALL_EVENTS if k == "all" else int(k))
+    out = {}
+    for trust in PRIOR_EVENTS:
+        pairs = zip(report, counts, strict=True)
+        priors = {u.user: prior_of(c, prior_events=trust) for u, c in pairs}
+        scorer = _composed(ranker, states, priors, chosen["query_weight"])
+        m = evaluate_users(list(report), scorer, item_genres, genres)
+        out[f"{trust:g}"] = {
+            "hr": round(float(m["hr"].mean()), 4),
+            "hr_ratio": round(float(m["hr"].mean() / base["hr"].mean()), 3),
+            "ndcg": round(float(m["ndcg"].mean()), 4),
+        }
+    return out
 
 
 def movielens_cold_start(
@@ -707,6 +754,7 @@ def movielens_cold_start(
                 if name in ratios
             },
         },
+        "prior_trust": _trust_sweep(log, report, ranker, states, online, item_genres, genres, base),
         "fixed_list_hr_in_sample": round(fixed_list_hr(report, log.n_items), 4),
         "seconds_per_query": query_s,
         "phrases_encoded": ranker.phrases_encoded,
@@ -743,7 +791,7 @@ class _Ranks:
         self, ranker: QueryRanker, tags: np.ndarray, pop: np.ndarray, query_weight: float | None
     ) -> None:
         self.ranker, self.tags, self.query_weight = ranker, tags, query_weight
-        self.pop = prior_of(pop)
+        self.pop = prior_of(pop, prior_events=ranker.params.popularity.prior_events)
 
     def __call__(self, text: str) -> tuple[list[str], np.ndarray]:
         if self.query_weight is None:
@@ -947,6 +995,7 @@ def main() -> None:
     )
     for name, chosen in cold["online_prior"].items():
         print(f"{name}: {chosen}")
+    print(f"query+newcomers by prior_events: {cold['prior_trust']}")
     print(
         f"negation: holds {summary['holds']:.3f} of {summary['pairs']} pairs; no Y with "
         f"'nothing Y' {summary['negation_side']:.3f}; >= {SEVERAL} Y with 'and' "

@@ -137,6 +137,9 @@ class Settings:
     #: The query's weight against the prior (tuned on MovieLens-100K, where genre
     #: words add little; raise it where queries say more than popularity).
     popularity_query_weight: float = PopularityParams().query_weight
+    #: The prior weighs m / (m + popularity_prior_events), m its counted events
+    #: (decayed): a counter of a few users' events does not drown the query.
+    popularity_prior_events: float = PopularityParams().prior_events
     #: The counts go to the store once this many are pending, or this long
     #: after the last write (at most one write per micro-batch).
     popularity_flush_events: int = 200
@@ -226,6 +229,8 @@ class Settings:
             )
         if not (math.isfinite(self.popularity_query_weight) and self.popularity_query_weight >= 0):
             raise SettingsError("popularity_query_weight must be a finite number >= 0")
+        if not (math.isfinite(self.popularity_prior_events) and self.popularity_prior_events >= 0):
+            raise SettingsError("popularity_prior_events must be a finite number >= 0")
         if not (
             self.popularity_flush_seconds >= 0 and math.isfinite(self.popularity_flush_seconds)
         ):
@@ -317,7 +322,9 @@ class Settings:
             negative_margin=self.query_negative_margin,
             shift=self._shift() if self.shift_enabled else None,
             popularity=PopularityParams(
-                query_weight=self.popularity_query_weight, cold_items=self.popularity_cold_items
+                query_weight=self.popularity_query_weight,
+                cold_items=self.popularity_cold_items,
+                prior_events=self.popularity_prior_events,
             ),
         )
 

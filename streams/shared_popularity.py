@@ -151,7 +151,7 @@ class SharedPopularity:
                 read.append((view, self._index(view, catalogue, ids), alive))
             if ts not in memo:
                 view, index, alive = read[0]
-                memo[ts] = view.prior_rows(ts, index, alive)
+                memo[ts] = view.prior_rows(ts, index, alive, self.params.prior_events)
             return memo[ts]
 
         return at

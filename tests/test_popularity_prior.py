@@ -11,9 +11,10 @@ import dataclasses
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-from models.core import rank
+from models.core import CoreParams, rank
 from models.encoder import OnnxEncoder
 from models.interest.popularity import KeyedPopularity
 from streams.app import build_runtime
@@ -28,10 +29,12 @@ TOPICS = SETTINGS.topics
 NOW = 1_750_000_000.0
 WORKLOAD = synthetic_workload(users=3, items_per_tag=4, events_per_user=6, seed=3)
 JAZZ = [i["item_id"] for i in WORKLOAD.items if i["tags"] == ["jazz"]]
-#: Newcomers are users within their first 3 events here (20 by default).
+#: Newcomers are users within their first 3 events here (20 by default), and the
+#: prior of a few events is trusted fully (by default it weighs m / (m + 1000)).
+DEFAULTS = SETTINGS.core_params()
 PARAMS = dataclasses.replace(
-    SETTINGS.core_params(),
-    popularity=dataclasses.replace(SETTINGS.core_params().popularity, newcomer_events=3),
+    DEFAULTS,
+    popularity=dataclasses.replace(DEFAULTS.popularity, newcomer_events=3, prior_events=0.0),
 )
 BLOB = blob_name(PARAMS.popularity.half_life_s)
 
@@ -57,13 +60,14 @@ class Worker:
         *,
         prior: bool = True,
         reload_seconds: float = 0.0,
+        params: CoreParams = PARAMS,
     ) -> None:
         self.sync = CatalogueSync(store, encoder.dim)
         self.items = ItemProcessor(store, self.sync, encoder, TOPICS)
         self.shared = (
             SharedPopularity(
                 store,
-                PARAMS.popularity,
+                params.popularity,
                 flush_events=4,
                 flush_seconds=60.0,
                 reload_seconds=reload_seconds,
@@ -73,7 +77,7 @@ class Worker:
             else None
         )
         self.behaviours = BehaviourProcessor(
-            store, self.sync, encoder, PARAMS, TOPICS, clock=lambda: NOW, popularity=self.shared
+            store, self.sync, encoder, params, TOPICS, clock=lambda: NOW, popularity=self.shared
         )
         self._offset = 0
 
@@ -170,7 +174,8 @@ def test_a_cold_user_is_ranked_by_the_query_composed_with_the_shared_prior(
     # Exactly the core's ranking with the stored counts read at the query's time.
     state = store.get_states(["cold"])["cold"]
     ids, _, alive = a.sync.catalogue.rows()
-    prior = KeyedPopularity.from_bytes(store.get_blob(BLOB).data).prior(state.query.ts, ids, alive)
+    counts = KeyedPopularity.from_bytes(store.get_blob(BLOB).data)
+    prior = counts.prior(state.query.ts, ids, alive)
     expected = rank(state, a.sync.catalogue, PARAMS, prior)
     assert [(item, pytest.approx(score)) for item, score in expected] == [
         (r["item_id"], r["score"]) for r in cold["top_k"]
@@ -180,6 +185,21 @@ def test_a_cold_user_is_ranked_by_the_query_composed_with_the_shared_prior(
     # Once the user has consumed an item the prior steps aside.
     (warm,) = deltas(a.send(view("cold", top[0], 50)))
     assert "popularity_prior" not in warm["interest"]
+
+    # With the default trust, a prior of 8 events weighs 8 / 1008: the query leads.
+    wary = Worker(store, onnx_cpu_encoder, clock, params=DEFAULTS)
+    (asked,) = deltas(wary.send(ask("wary", "space adventures")))
+    assert asked["interest"]["popularity_prior"] == {"query_weight": 0.125}
+    assert {r["item_id"] for r in asked["top_k"][:4]} == space
+    shrunk = counts.prior_rows(
+        state.query.ts, counts.rows_of(ids), alive, DEFAULTS.popularity.prior_events
+    )
+    np.testing.assert_allclose(
+        shrunk,
+        prior
+        * counts.counts_at(state.query.ts, ids).sum()
+        / (counts.counts_at(state.query.ts, ids).sum() + 1000.0),
+    )
 
 
 def test_the_setting_switches_the_prior_off_and_sets_its_flush() -> None:
@@ -199,6 +219,7 @@ def test_the_setting_switches_the_prior_off_and_sets_its_flush() -> None:
         {"popularity_flush_events": 0},
         {"popularity_flush_seconds": -1.0},
         {"popularity_query_weight": float("nan")},
+        {"popularity_prior_events": -1.0},
     )
     for bad in bad_settings:
         with pytest.raises(SettingsError):

@@ -75,12 +75,21 @@ class PopularityParams:
         Which users are ranked by ``compose(query, prior)``
         (`models.core.uses_prior`): those with a query who consumed fewer
         than this many items. The benchmark's users consumed none.
+    prior_events
+        Trust in a prior grows with the events it counts: it is scaled by
+        ``m / (m + prior_events)``, ``m`` its decayed counted mass (`prior_of`).
+        A counter of a few dozen events (a new deployment, a test) is one
+        or two users' taste and must not drown the query; on MovieLens-100K
+        95% of the cold users' counters hold over 850 and the figure is the
+        same for any value up to 3000 (1.35x most-popular's next-item HR@10
+        at 1000 and 3000, 1.37x at 0 to 300, 1.13x at 10000).
     """
 
     half_life_s: float = 30.0 * DAY
     newcomer_events: int = 20
     query_weight: float = 0.125
     cold_items: int = 1
+    prior_events: float = 1000.0
 
     def __post_init__(self) -> None:
         if not self.half_life_s > 0.0:
@@ -91,6 +100,8 @@ class PopularityParams:
             raise ValueError(f"query_weight must be finite and >= 0, got {self.query_weight}")
         if self.cold_items < 0:
             raise ValueError(f"cold_items must be >= 0, got {self.cold_items}")
+        if not (math.isfinite(self.prior_events) and self.prior_events >= 0.0):
+            raise ValueError(f"prior_events must be finite and >= 0, got {self.prior_events}")
 
 
 def newcomer_weight(events_before: int, newcomer_events: int) -> float:
@@ -388,10 +399,15 @@ class KeyedPopularity:
         return self.prior_rows(now, self.rows_of(item_ids), alive)
 
     def prior_rows(
-        self, now: float, index: np.ndarray, alive: np.ndarray | None = None
+        self,
+        now: float,
+        index: np.ndarray,
+        alive: np.ndarray | None = None,
+        prior_events: float = 0.0,
     ) -> np.ndarray:
         """`prior` for the rows ``index`` (`rows_of`) names: a caller may keep the index."""
-        return prior_of(self._counts_rows(now, np.asarray(index, dtype=np.int64)), alive)
+        counts = self._counts_rows(now, np.asarray(index, dtype=np.int64))
+        return prior_of(counts, alive, prior_events)
 
     def to_bytes(self) -> bytes:
         """``b"ISKP" | u16 schema | u32 header size | JSON ids | ItemPopularity.to_bytes()``."""
@@ -424,21 +440,30 @@ class KeyedPopularity:
     __hash__ = None  # type: ignore[assignment]
 
 
-def prior_of(counts: np.ndarray, alive: np.ndarray | None = None) -> np.ndarray:
-    """The popularity prior of counts per row: ``standardise(log(1 + counts))``.
+def prior_of(
+    counts: np.ndarray, alive: np.ndarray | None = None, prior_events: float = 0.0
+) -> np.ndarray:
+    """The popularity prior of counts per row: ``standardise(log(1 + counts))``, trusted by mass.
 
     Negative counts (rounding, after taking events out) count as 0; rows not
-    ``alive`` are ``-inf`` and left out of the standardisation.
+    ``alive`` are ``-inf`` and left out of the standardisation and the mass.
+    With ``prior_events`` (`PopularityParams.prior_events`), the prior is
+    scaled by ``m / (m + prior_events)``, ``m`` the counts' sum.
 
     >>> prior_of(np.array([0.0, 0.0, 3.0, 3.0])).tolist()
     [-1.0, -1.0, 1.0, 1.0]
+    >>> prior_of(np.array([0.0, 0.0, 3.0, 3.0]), prior_events=18.0).tolist()
+    [-0.25, -0.25, 0.25, 0.25]
     >>> prior_of(np.array([0.0, 3.0, 9.0]), alive=np.array([True, True, False])).tolist()
     [-1.0, 1.0, -inf]
     """
-    logged = np.log1p(np.maximum(np.asarray(counts, dtype=np.float64), 0.0))
-    if alive is not None:
-        logged = np.where(np.asarray(alive, dtype=bool), logged, -np.inf)
-    return standardise(logged)
+    c = np.maximum(np.asarray(counts, dtype=np.float64), 0.0)
+    kept = np.ones(c.shape, dtype=bool) if alive is None else np.asarray(alive, dtype=bool)
+    z = standardise(np.where(kept, np.log1p(c), -np.inf))
+    if prior_events > 0.0:
+        mass = float(c[kept].sum())
+        z = np.where(kept, z * (mass / (mass + prior_events)), -np.inf)
+    return z
 
 
 def compose(query_scores: np.ndarray, prior: np.ndarray, query_weight: float) -> np.ndarray:
