@@ -62,8 +62,12 @@ Models, scored on the same users and candidates:
 - The online prior, what a worker keeps (`models.interest.popularity`): one
   `ItemPopularity` fed the ratings in time order, read at the user's query
   time (only other users' events strictly before it; the user's own seeds
-  are taken out), log-standardised, composed with the query by
-  ``compose(query, prior, query_weight)``. Causal, unlike ``most-popular``.
+  are taken out), log-standardised (`prior_of`), and the query's user is
+  ranked by `models.core.scores` with that prior: the workers' own path
+  (`models.core.uses_prior`, then `models.core.with_prior` =
+  ``compose(query, prior, query_weight)``, the query's negatives after it;
+  a worker keeps the same counts in `streams.shared_popularity`). Causal,
+  unlike ``most-popular``.
   ``trending``: every event counts, decayed by a half-life.
   ``newcomers``: only events a user makes within their first
   ``newcomer_events`` events count (`newcomer_weight`): what new users rate
@@ -91,7 +95,8 @@ items left in the top 10, and other negation forms ("X but no Y", "X without
 Y", "X, not Y"). "Broad" cases negate a tag that the positive phrase alone
 brings into the top 10 ("an exciting adventure, nothing scary"). The same
 pairs are re-run with the popularity prior (counts from the synthetic
-workload's events) at each lambda, to show how the prior and
+workload's events) through the workers' path at each query weight
+(``with_prior``, keyed by it), to show how the prior and
 ``negative_strength`` interact.
 
 Usage::
@@ -113,22 +118,29 @@ import platform
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
 from models.behaviour import Behaviour, EncodedPhrase
 from models.catalogue import Catalogue
-from models.core import CoreParams, StepResult, step
+from models.core import CoreParams, StepResult, step, uses_prior
 from models.core import scores as core_scores
 from models.datasets import Interactions, load_movielens
 from models.encoder import Encoder, OnnxEncoder, ensure_exported
 from models.encoder.embedding_cache import cached_embeddings
 from models.evaluation.baselines import decayed_counts, encode_catalogue
 from models.interest.composition import standardise
-from models.interest.popularity import DAY, ItemPopularity, compose, newcomer_weight
+from models.interest.popularity import (
+    DAY,
+    ItemPopularity,
+    PopularityParams,
+    newcomer_weight,
+    prior_of,
+)
 from models.interest.query import decompose
+from models.state import UserState
 from streams import codec
 from streams.processor import encode_isolated
 from streams.workload import TAGS, synthetic_workload, to_json_bytes
@@ -145,6 +157,8 @@ NEWCOMER_EVENTS = (10, 20, 50, ALL_EVENTS)
 HALF_LIVES_DAYS = (3.0, 7.0, 14.0, 30.0, math.inf)
 QUERY_WEIGHTS = (0.0, 0.03, 0.06, 0.125, 0.25, 0.5)
 QUICK_GRID = ((20, ALL_EVENTS), (7.0, 30.0), (0.0, 0.125))
+#: Query weights of the negation pairs re-run with the prior (the workers' default: 0.125).
+NEGATION_QUERY_WEIGHTS = (4.0, 1.0, 0.5, 0.25, 0.125, 0.06, 0.03)
 SEVERAL = 3  # Y items in the top 10 of "X and Y" that count as "several"
 
 #: Per synthetic tag, two phrasings a user would write (not the tag name alone).
@@ -201,8 +215,18 @@ class QueryRanker:
         self.phrases_encoded += len(missing)
         return [self._vectors[t] for t in texts]
 
-    def step(self, text: str, user_id: str = "cold", ts: float = 0.0) -> StepResult:
-        """The `models.core.StepResult` of one query event for a user with no state."""
+    def step(
+        self,
+        text: str,
+        user_id: str = "cold",
+        ts: float = 0.0,
+        prior: np.ndarray | None = None,
+        query_weight: float | None = None,
+    ) -> StepResult:
+        """The `models.core.StepResult` of one query event for a user with no state.
+
+        With ``prior``, the step a worker runs with its popularity counts.
+        """
         phrases = decompose(text)
         vectors = self.vectors([p.text for p in phrases])
         encoded = tuple(
@@ -210,13 +234,31 @@ class QueryRanker:
             for p, v in zip(phrases, vectors, strict=True)
         )
         event = Behaviour(user_id, "", "query", ts, f"{user_id}:query", text=text, phrases=encoded)
-        return step(None, [event], self.catalogue, ts, self.params)
+        at = None if prior is None else (lambda _ts: prior)
+        return step(None, [event], self.catalogue, ts, self.weighted(query_weight), prior=at)
 
     def scores(self, text: str, user_id: str = "cold", ts: float = 0.0) -> np.ndarray:
         """`models.core.scores` of every catalogue row after the query."""
         state = self.step(text, user_id, ts).state
         assert state is not None
         return core_scores(state, self.catalogue, self.params)
+
+    def weighted(self, query_weight: float | None) -> CoreParams:
+        """The core's settings with the prior's ``query_weight`` (None: as they are)."""
+        if query_weight is None:
+            return self.params
+        popularity = replace(self.params.popularity, query_weight=query_weight)
+        return replace(self.params, popularity=popularity)
+
+    def with_prior(self, state: UserState, prior: np.ndarray, query_weight: float) -> np.ndarray:
+        """`models.core.scores` of a query's state with the prior: what a worker ranks by.
+
+        The state is the query's step (it does not depend on the prior); the
+        scores are those `step` ranks with when handed the prior.
+        """
+        params = self.weighted(query_weight)
+        assert uses_prior(state, params), "a query-only state is a cold user"
+        return core_scores(state, self.catalogue, params, prior)
 
 
 def catalogue_of(
@@ -227,15 +269,6 @@ def catalogue_of(
     for item_id, vec, item_tags in zip(ids, vectors, tags, strict=True):
         cat.upsert(item_id, vec, item_tags)
     return cat
-
-
-def prior(counts: np.ndarray) -> np.ndarray:
-    """The popularity prior: ``standardise(log(1 + counts))`` per row.
-
-    >>> prior(np.array([0.0, 0.0, 3.0, 3.0])).tolist()
-    [-1.0, -1.0, 1.0, 1.0]
-    """
-    return standardise(np.log1p(np.maximum(counts, 0.0)))
 
 
 def online_counts(
@@ -403,11 +436,18 @@ def _online_priors(
 ) -> dict[int, np.ndarray]:
     """Per user, the online prior at the query time: ``standardise(log(1 + counts))``."""
     counts = online_counts(log, users, half_life_days * DAY, newcomer_events)
-    return {u.user: prior(c) for u, c in zip(users, counts, strict=True)}
+    trust = PopularityParams().prior_events  # as a worker's prior (`streams.shared_popularity`)
+    return {u.user: prior_of(c, prior_events=trust) for u, c in zip(users, counts, strict=True)}
 
 
-def _composed(query: dict[int, np.ndarray], priors: dict[int, np.ndarray], weight: float) -> Scorer:
-    return lambda u: compose(query[u.user], priors[u.user], weight)
+def _composed(
+    ranker: QueryRanker,
+    states: dict[int, UserState],
+    priors: dict[int, np.ndarray],
+    weight: float,
+) -> Scorer:
+    """Each user's query state ranked with their prior by the core (`QueryRanker.with_prior`)."""
+    return lambda u: ranker.with_prior(states[u.user], priors[u.user], weight)
 
 
 def _setting(value: float) -> float | str:
@@ -415,6 +455,28 @@ def _setting(value: float) -> float | str:
     if value == ALL_EVENTS:
         return "all"
     return "inf" if math.isinf(value) else value
+
+
+def _worker_agreement(
+    ranker: QueryRanker, users: Sequence[ColdUser], priors: dict[int, np.ndarray], weight: float
+) -> float:
+    """Share of ``users`` whose worker list is the top 10 the figures score (a check: 1.0).
+
+    The worker's list: `models.core.step` of the query handed the prior, as
+    `streams.processor.BehaviourProcessor` hands it its shared counts; its
+    delta must say ``popularity_prior``. The figures' top 10 come from the
+    same scores with nothing excluded (a worker does not know the seeds).
+    """
+    ids = ranker.catalogue.rows()[0]
+    same = 0
+    for u in users:
+        result = ranker.step(u.query, str(u.user), u.first_target_ts, priors[u.user], weight)
+        assert result.state is not None and result.delta is not None
+        s = ranker.with_prior(result.state, priors[u.user], weight)
+        top = [ids[r] for r in np.lexsort((np.arange(len(s)), -s))[:K]]
+        listed = [item for item, _ in result.state.top_k]
+        same += listed == top and "popularity_prior" in result.delta.interest
+    return round(same / max(len(users), 1), 4)
 
 
 #: The online models, each a slice of the grid: (name, counts every event?, uses the query?).
@@ -430,7 +492,8 @@ def tune_online(
     log: Interactions,
     valid: Sequence[ColdUser],
     report: Sequence[ColdUser],
-    query: dict[int, np.ndarray],
+    ranker: QueryRanker,
+    states: dict[int, UserState],
     grid: tuple[Sequence[int], Sequence[float], Sequence[float]],
     item_genres: np.ndarray,
     genres: list[str],
@@ -448,7 +511,9 @@ def tune_online(
         for h in half_lives:
             priors = _online_priors(log, valid, h, k)
             for w in weights:
-                m = evaluate_users(list(valid), _composed(query, priors, w), item_genres, genres)
+                m = evaluate_users(
+                    list(valid), _composed(ranker, states, priors, w), item_genres, genres
+                )
                 table.append({
                     "newcomer_events": k, "half_life_days": h, "query_weight": w,
                     "hr": float(m["hr"].mean()), "ndcg": float(m["ndcg"].mean()),
@@ -473,8 +538,12 @@ def tune_online(
             "query_weight": best["query_weight"],
             "valid_hr": round(best["hr"], 4),
             "valid_ndcg": round(best["ndcg"], 4),
-            "scorer": _composed(query, cache[key], best["query_weight"]),
+            "scorer": _composed(ranker, states, cache[key], best["query_weight"]),
         }
+        if with_query:
+            chosen[name]["worker_lists_agree"] = _worker_agreement(
+                ranker, report, cache[key], best["query_weight"]
+            )
     json_table = [
         {**r, "newcomer_events": _setting(r["newcomer_events"]),
          "half_life_days": _setting(r["half_life_days"]),
@@ -482,6 +551,46 @@ def tune_online(
         for r in table
     ]  # fmt: skip
     return chosen, json_table
+
+
+#: `PopularityParams.prior_events` values re-scored for the chosen ``query+newcomers``.
+PRIOR_EVENTS = (0.0, 300.0, 1000.0, 3000.0, 10000.0)
+
+
+def _trust_sweep(
+    log: Interactions,
+    report: Sequence[ColdUser],
+    ranker: QueryRanker,
+    states: dict[int, UserState],
+    online: dict[str, dict],
+    item_genres: np.ndarray,
+    genres: list[str],
+    base: dict[str, np.ndarray],
+) -> dict[str, dict[str, float]] | None:
+    """``query+newcomers`` on the reported users at each `PRIOR_EVENTS` (a sensitivity check).
+
+    The prior weighs ``m / (m + prior_events)``, ``m`` the counter's decayed
+    mass at the user's query time; the default trusts the worker's counts
+    only once they hold about a thousand events.
+    """
+    chosen = online.get("query+newcomers")
+    if chosen is None:
+        return None
+    k, days = chosen["newcomer_events"], chosen["half_life_days"]
+    days = math.inf if days == "inf" else float(days)
+    counts = online_counts(log, report, days * DAY, ALL_EVENTS if k == "all" else int(k))
+    out = {}
+    for trust in PRIOR_EVENTS:
+        pairs = zip(report, counts, strict=True)
+        priors = {u.user: prior_of(c, prior_events=trust) for u, c in pairs}
+        scorer = _composed(ranker, states, priors, chosen["query_weight"])
+        m = evaluate_users(list(report), scorer, item_genres, genres)
+        out[f"{trust:g}"] = {
+            "hr": round(float(m["hr"].mean()), 4),
+            "hr_ratio": round(float(m["hr"].mean() / base["hr"].mean()), 3),
+            "ndcg": round(float(m["ndcg"].mean()), 4),
+        }
+    return out
 
 
 def movielens_cold_start(
@@ -536,7 +645,12 @@ def movielens_cold_start(
         return counts - np.bincount(own, minlength=log.n_items)
 
     started = time.perf_counter()
-    query = {u.user: ranker.scores(u.query, str(u.user), u.first_target_ts) for u in valid + report}
+    states = {}
+    for u in valid + report:
+        state = ranker.step(u.query, str(u.user), u.first_target_ts).state
+        assert state is not None
+        states[u.user] = state
+    query = {user: core_scores(state, cat, ranker.params) for user, state in states.items()}
     query_s = (time.perf_counter() - started) / len(query)
     item_hist = item_genres / np.maximum(item_genres.sum(axis=1, keepdims=True), 1)
 
@@ -550,7 +664,7 @@ def movielens_cold_start(
         return query[u.user]
 
     def plus_prior(score: Scorer, lam: float) -> Scorer:
-        return lambda u: score(u) + lam * prior(others(u))
+        return lambda u: score(u) + lam * prior_of(others(u))
 
     def tune(score: Scorer) -> tuple[float, list[dict]]:
         """The lambda of best validation NDCG@10 (ties: the smaller), and the curve."""
@@ -564,7 +678,9 @@ def movielens_cold_start(
 
     lam_query, curve_query = tune(query_of)
     lam_labels, curve_labels = tune(labels)
-    online, curve_online = tune_online(log, valid, report, query, grid, item_genres, genres)
+    online, curve_online = tune_online(
+        log, valid, report, ranker, states, grid, item_genres, genres
+    )
     models: dict[str, Scorer] = {
         "most-popular": others,
         "most-popular-causal": others_causal,
@@ -638,6 +754,7 @@ def movielens_cold_start(
                 if name in ratios
             },
         },
+        "prior_trust": _trust_sweep(log, report, ranker, states, online, item_genres, genres, base),
         "fixed_list_hr_in_sample": round(fixed_list_hr(report, log.n_items), 4),
         "seconds_per_query": query_s,
         "phrases_encoded": ranker.phrases_encoded,
@@ -664,16 +781,25 @@ def synthetic_catalogue(encoder_cache: Path | None) -> tuple[Catalogue, np.ndarr
 
 
 class _Ranks:
-    """Top-10 tags and full ranks of a query, with an optional popularity prior."""
+    """Top-10 tags and full ranks of a query, with the popularity prior at ``query_weight``.
 
-    def __init__(self, ranker: QueryRanker, tags: np.ndarray, pop: np.ndarray, lam: float) -> None:
-        self.ranker, self.tags, self.lam = ranker, tags, lam
-        self.pop = prior(pop)
+    ``query_weight`` None: the query alone; otherwise the user is ranked as a
+    worker ranks a cold user with its counts (`QueryRanker.with_prior`).
+    """
+
+    def __init__(
+        self, ranker: QueryRanker, tags: np.ndarray, pop: np.ndarray, query_weight: float | None
+    ) -> None:
+        self.ranker, self.tags, self.query_weight = ranker, tags, query_weight
+        self.pop = prior_of(pop, prior_events=ranker.params.popularity.prior_events)
 
     def __call__(self, text: str) -> tuple[list[str], np.ndarray]:
-        s = self.ranker.scores(text)
-        if self.lam:
-            s = s + self.lam * self.pop
+        if self.query_weight is None:
+            s = self.ranker.scores(text)
+        else:
+            state = self.ranker.step(text).state
+            assert state is not None
+            s = self.ranker.with_prior(state, self.pop, self.query_weight)
         order = np.lexsort((np.arange(len(s)), -s))
         rank = np.empty(len(s), dtype=np.int64)
         rank[order] = np.arange(len(s))
@@ -767,14 +893,14 @@ def synthetic_negation(encoder: Encoder, encoder_cache: Path | None, quick: bool
     cat, tags, counts = synthetic_catalogue(encoder_cache)
     ranker = QueryRanker(cat, encoder, CoreParams())
     x_phrasings = 1 if quick else 2
-    plain = negation(_Ranks(ranker, tags, counts, 0.0), x_phrasings, NEGATION_FORMS)
+    plain = negation(_Ranks(ranker, tags, counts, None), x_phrasings, NEGATION_FORMS)
     sanity_query = "cooking recipes in a farmhouse kitchen"
-    sanity, _ = _Ranks(ranker, tags, counts, 0.0)(sanity_query)
+    sanity, _ = _Ranks(ranker, tags, counts, None)(sanity_query)
     with_prior = {}
-    for lam in LAMBDAS[1:]:
-        run = negation(_Ranks(ranker, tags, counts, lam), 1, NEGATION_FORMS[:1])
-        top, _ = _Ranks(ranker, tags, counts, lam)(sanity_query)
-        with_prior[str(lam)] = {
+    for weight in NEGATION_QUERY_WEIGHTS:
+        run = negation(_Ranks(ranker, tags, counts, weight), 1, NEGATION_FORMS[:1])
+        top, _ = _Ranks(ranker, tags, counts, weight)(sanity_query)
+        with_prior[str(weight)] = {
             "holds": run["summary"]["holds"],
             "negation_side": run["summary"]["negation_side"],
             "and_side": run["summary"]["and_side"],
@@ -869,6 +995,7 @@ def main() -> None:
     )
     for name, chosen in cold["online_prior"].items():
         print(f"{name}: {chosen}")
+    print(f"query+newcomers by prior_events: {cold['prior_trust']}")
     print(
         f"negation: holds {summary['holds']:.3f} of {summary['pairs']} pairs; no Y with "
         f"'nothing Y' {summary['negation_side']:.3f}; >= {SEVERAL} Y with 'and' "

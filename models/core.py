@@ -8,7 +8,8 @@ because the interest update is applied one event at a time.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import bisect
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -20,6 +21,7 @@ from models.catalogue import Catalogue
 from models.interest import composition, levels, shift
 from models.interest.composition import CompositionSpec, Interest
 from models.interest.levels import LevelSpec
+from models.interest.popularity import PopularityParams, compose
 from models.interest.shift import DetectorState, ShiftSpec
 from models.interest.topics import shares, update_user_topics
 from models.ranking import Ranked, top_k
@@ -65,6 +67,10 @@ class CoreParams:
     ann
         When ranking goes through an approximate index of the catalogue
         (`models.ann`, `rank_many`), and the index's settings.
+    popularity
+        The cold-start popularity prior: which users it ranks (`uses_prior`)
+        and how it is composed with their query (`with_prior`). It applies
+        only when a prior is handed to `step`, `rank` or `scores`.
     """
 
     k: int = 10
@@ -80,6 +86,7 @@ class CoreParams:
     max_pending: int = 256
     shift: ShiftSpec | None = field(default_factory=ShiftSpec)
     ann: AnnSpec = field(default_factory=AnnSpec)
+    popularity: PopularityParams = field(default_factory=PopularityParams)
 
     @property
     def short_term_weight(self) -> float:
@@ -120,6 +127,11 @@ class Delta:
     model: str = ""
 
 
+#: The popularity prior per catalogue row (`Catalogue.rows`) read at an event time:
+#: what `step` takes as ``prior`` (a worker's `streams.shared_popularity`).
+PriorAt = Callable[[float], np.ndarray]
+
+
 @dataclass(frozen=True)
 class StepResult:
     state: UserState | None
@@ -144,6 +156,7 @@ def step(
     params: CoreParams,
     *,
     refresh: Sequence[str] = (),
+    prior: PriorAt | None = None,
 ) -> StepResult:
     """Apply a micro-batch of one user's events and re-rank.
 
@@ -152,6 +165,9 @@ def step(
     position is at or below the last applied offset of their partition are
     replays and skipped; events whose id was already applied are duplicates
     and skipped; events on items with no embedding wait in ``pending``.
+    ``prior`` gives the popularity prior at an event time: a user the prior
+    is for (`uses_prior`) is ranked with it, read at their latest event's
+    time, and the delta's ``interest.popularity_prior`` says so.
 
     The same as `prepare`, `rank` of its state, then `finish`: a shell that
     holds many users' micro-batches prepares them all, ranks the ones that
@@ -161,7 +177,9 @@ def step(
     if prepared.result is not None:
         return prepared.result
     assert prepared.state is not None
-    return finish(prepared, rank(prepared.state, catalogue, params), catalogue, now, params)
+    cold = prior_for(prepared.state, params, prior, now)
+    ranked = rank(prepared.state, catalogue, params, cold)
+    return finish(prepared, ranked, catalogue, now, params, with_popularity=cold is not None)
 
 
 @dataclass(frozen=True)
@@ -262,8 +280,14 @@ def finish(
     catalogue: Catalogue,
     now: float,
     params: CoreParams,
+    *,
+    with_popularity: bool = False,
 ) -> StepResult:
-    """`step` after the ranking: ``ranked`` (`rank` of ``prepared.state``) becomes the list."""
+    """`step` after the ranking: ``ranked`` (`rank` of ``prepared.state``) becomes the list.
+
+    ``with_popularity``: it was ranked with the popularity prior (`prior_for`),
+    which the delta's ``interest.popularity_prior`` says.
+    """
     if prepared.result is not None:
         return prepared.result
     state, run = prepared.before, prepared.run
@@ -277,6 +301,8 @@ def finish(
     )
     with stage("summary"):
         summary = interest_summary(new, catalogue, params, before=state)
+    if with_popularity:
+        summary["popularity_prior"] = {"query_weight": params.popularity.query_weight}
     if run.flagged:
         summary["shift"] = {**run.flagged[-1], "flags": len(run.flagged), "total": run.shifts}
     delta = diff(state.top_k, new.top_k, new, now, cause, summary)
@@ -307,19 +333,65 @@ def rebase(
     For a model change (another updater, or a new version of one): the old
     vector lives in another space, so it cannot be kept; replaying the
     window through the new model moves the user over instead of resetting
-    them. Window items that left the catalogue are skipped; the interests
-    a past query opened are not in the window and do not come along.
+    them. Window items that left the catalogue are skipped. The latest
+    query's positive phrases are opened again (`open_phrase`, as the query
+    event opened them) at the query's place among the window's events, by
+    time: a query is not in the window, and its interests would otherwise
+    be lost. Its negative phrases live in the catalogue's space and stay.
     """
     spec = spec or CompositionSpec()
-    interests: tuple[Interest, ...] = ()
-    for entry in state.window:
+    query = state.query
+    times = [e.ts for e in state.window]
+    at = len(times) if query is None else bisect.bisect_right(times, query.ts)
+    interests = _replay(state.window[:at], (), catalogue, updater, spec)
+    if query is not None:
+        for phrase, vec in query.positive_phrases():
+            if vec.shape == (catalogue.dim,):
+                weight = query.weight * phrase.weight
+                interests = open_phrase(
+                    interests, phrase.text, vec, weight, query.ts, updater, spec
+                )
+    interests = _replay(state.window[at:], interests, catalogue, updater, spec)
+    return replace(state, interests=interests, updater=updater.name)
+
+
+def _replay(
+    entries: Sequence[WindowEntry],
+    interests: tuple[Interest, ...],
+    catalogue: Catalogue,
+    updater: InterestUpdater,
+    spec: CompositionSpec,
+) -> tuple[Interest, ...]:
+    """``interests`` with window ``entries`` absorbed in order (items no longer known skipped)."""
+    for entry in entries:
         vec = catalogue.vector(entry.item_id)
         if vec is not None:
             item = updater.represent(entry.item_id, vec)
             interests, _ = composition.absorb(
                 interests, vec, item, entry.weight, entry.ts, updater, spec
             )
-    return replace(state, interests=interests, updater=updater.name)
+    return interests
+
+
+def open_phrase(
+    interests: tuple[Interest, ...],
+    text: str,
+    vector: np.ndarray,
+    weight: float,
+    ts: float,
+    updater: InterestUpdater,
+    spec: CompositionSpec,
+) -> tuple[Interest, ...]:
+    """The interests with a positive query phrase absorbed, as an item ``query:<text>`` would be.
+
+    The phrase opens an interest of its own or moves the closest one
+    (`models.interest.composition.absorb`); the updater represents it from
+    its vector, like an item it never saw. A query event (`step`) and a
+    rebase (`rebase`) open phrases only through here.
+    """
+    item = updater.represent(f"query:{text}", vector)
+    interests, _ = composition.absorb(interests, vector, item, weight, ts, updater, spec)
+    return interests
 
 
 def new_state(user_id: str, dim: int, params: CoreParams) -> UserState:
@@ -390,7 +462,12 @@ def restate(
     )
 
 
-def scores(state: UserState, catalogue: Catalogue, params: CoreParams) -> np.ndarray:
+def scores(
+    state: UserState,
+    catalogue: Catalogue,
+    params: CoreParams,
+    prior: np.ndarray | None = None,
+) -> np.ndarray:
     """The score of every catalogue row (`Catalogue.rows`) for ``state``; -inf where undefined.
 
     The levels' scores, each standardised over the catalogue, mixed by
@@ -405,25 +482,40 @@ def scores(state: UserState, catalogue: Catalogue, params: CoreParams) -> np.nda
       composed by their softmax weights (`models.interest.composition.compose`);
     - long-term: cosine with the long-term profile.
 
-    The latest query's negative phrases then push down the items close to
-    them: ``negative_strength * weight * max(0, z - negative_margin)`` of
-    each phrase's cosine z-score.
-    `rank` ranks with exactly this (below `AnnSpec.min_items`; above, it
-    scores the index's candidates with the same formula); the offline
-    evaluation scores with it.
+    For a user the popularity prior is for (`uses_prior`), with ``prior``
+    given (per catalogue row), those scores are composed with it
+    (`with_prior`). The latest query's negative phrases then push down the
+    items close to them: ``negative_strength * weight * max(0, z -
+    negative_margin)`` of each phrase's cosine z-score (after the prior, so
+    a popular item the query refuses is still pushed out).
+    `rank` ranks with exactly this (below `AnnSpec.min_items`, or with a
+    prior; above, it scores the index's candidates with the same formula);
+    the offline evaluation scores with it.
     """
-    return _level_scores(state, catalogue, params, _AllRows(catalogue))
+    return _level_scores(state, catalogue, params, _AllRows(catalogue), prior)
 
 
-def rank(state: UserState, catalogue: Catalogue, params: CoreParams) -> list[Ranked]:
+def rank(
+    state: UserState,
+    catalogue: Catalogue,
+    params: CoreParams,
+    prior: np.ndarray | None = None,
+) -> list[Ranked]:
     """The k best items for ``state``, consumed ones excluded (`rank_many` of one user)."""
-    return rank_many([state], catalogue, params)[0]
+    return rank_many([state], catalogue, params, [prior])[0]
 
 
 def rank_many(
-    states: Sequence[UserState], catalogue: Catalogue, params: CoreParams
+    states: Sequence[UserState],
+    catalogue: Catalogue,
+    params: CoreParams,
+    priors: Sequence[np.ndarray | None] | None = None,
 ) -> list[list[Ranked]]:
     """`rank` of each of ``states``, the index searched once for all of them.
+
+    ``priors``, one per state (or None), are popularity priors per catalogue
+    row (`prior_for`); a user ranked with one is ranked exactly: the prior
+    favours items no direction of theirs would fetch from the index.
 
     Each list is the one `rank` gives that user alone, exactly: the batch
     shares work only where sharing cannot change a number.
@@ -447,12 +539,17 @@ def rank_many(
     """
     if not states:
         return []
+    priors = [None] * len(states) if priors is None else list(priors)
     with stage("rank"):
-        if params.ann.applies(catalogue) and params.composition.mode == "softmax":
-            ranked = _rank_approximate(states, catalogue, params)
-            if ranked is not None:
-                return ranked
-        return [rank_exact(state, catalogue, params) for state in states]
+        out = [None if p is None else rank_exact(s, catalogue, params, p)
+               for s, p in zip(states, priors, strict=True)]  # fmt: skip
+        rest = [u for u, ranked in enumerate(out) if ranked is None]
+        approx = None
+        if rest and params.ann.applies(catalogue) and params.composition.mode == "softmax":
+            approx = _rank_approximate([states[u] for u in rest], catalogue, params)
+        for at, u in enumerate(rest):
+            out[u] = rank_exact(states[u], catalogue, params) if approx is None else approx[at]
+        return out
 
 
 def _rank_approximate(
@@ -559,9 +656,16 @@ class _Candidates:
 
 
 def _level_scores(
-    state: UserState, catalogue: Catalogue, params: CoreParams, view: _AllRows | _Candidates
+    state: UserState,
+    catalogue: Catalogue,
+    params: CoreParams,
+    view: _AllRows | _Candidates,
+    prior: np.ndarray | None = None,
 ) -> np.ndarray:
-    """`scores`' formula over the rows of ``view`` (every row, or the index's candidates)."""
+    """`scores`' formula over the rows of ``view`` (every row, or the index's candidates).
+
+    ``prior``, when given, is per row of the view.
+    """
     n = view.size
     shares_ = level_weights(state, params)
     parts: list[tuple[float, np.ndarray]] = []
@@ -579,6 +683,8 @@ def _level_scores(
         return np.full(n, -np.inf)
     total = sum(w for w, _ in parts)
     out = sum(w * s for w, s in parts) / total
+    if prior is not None and uses_prior(state, params):
+        out = with_prior(out, prior, params)
     if state.query is not None and params.negative_strength > 0:
         for vec, weight in zip(state.query.negatives, state.query.negative_weights(), strict=False):
             if vec.shape == (catalogue.dim,):
@@ -587,10 +693,55 @@ def _level_scores(
     return out
 
 
-def rank_exact(state: UserState, catalogue: Catalogue, params: CoreParams) -> list[Ranked]:
+def rank_exact(
+    state: UserState,
+    catalogue: Catalogue,
+    params: CoreParams,
+    prior: np.ndarray | None = None,
+) -> list[Ranked]:
     """`rank` over every catalogue row, whatever its size: what the index path is held to."""
     ids = catalogue.rows()[0]
-    return top_k(ids, scores(state, catalogue, params), params.k, catalogue.rows_of(state.consumed))
+    return top_k(
+        ids, scores(state, catalogue, params, prior), params.k, catalogue.rows_of(state.consumed)
+    )
+
+
+def prior_for(
+    state: UserState, params: CoreParams, prior: PriorAt | None, now: float
+) -> np.ndarray | None:
+    """The popularity prior ``state`` is ranked with, or None (not cold, or no prior).
+
+    Read at the user's latest event time (``now`` before any), so a replay
+    ranks as the live run did.
+    """
+    if prior is None or not uses_prior(state, params):
+        return None
+    return prior(now if state.last_event_ts is None else state.last_event_ts)
+
+
+def uses_prior(state: UserState, params: CoreParams) -> bool:
+    """Whether ``state`` is ranked with the popularity prior (when one is given).
+
+    A user who sent a query and has consumed fewer than
+    ``params.popularity.cold_items`` items: the query alone says little
+    (on MovieLens-100K genre words add nothing measurable over the prior,
+    `benchmarks/cold_start.py`), what new users took lately says more.
+
+    >>> from models.state import LastQuery
+    >>> asked = UserState("u", query=LastQuery("jazz", 0.0, ()))
+    >>> uses_prior(asked, CoreParams()), uses_prior(UserState("u"), CoreParams())
+    (True, False)
+    """
+    return state.query is not None and len(state.consumed) < params.popularity.cold_items
+
+
+def with_prior(query_scores: np.ndarray, prior: np.ndarray, params: CoreParams) -> np.ndarray:
+    """A cold user's scores: `models.interest.popularity.compose` with the prior.
+
+    ``prior + query_weight * standardise(query_scores)``; rows the scores
+    leave out (``-inf``) stay out. What `benchmarks/cold_start.py` measures.
+    """
+    return compose(query_scores, prior, params.popularity.query_weight)
 
 
 def level_weights(state: UserState, params: CoreParams) -> dict[str, float]:
@@ -964,11 +1115,10 @@ class _Run:
         for phrase in event.phrases:
             if phrase.polarity <= 0 or phrase.vector.shape != (self.catalogue.dim,):
                 continue
-            item = params.updater.represent(f"query:{phrase.text}", phrase.vector)
-            self.interests, _ = composition.absorb(
+            self.interests = open_phrase(
                 self.interests,
+                phrase.text,
                 phrase.vector,
-                item,
                 weight * phrase.weight,
                 event.ts,
                 params.updater,
@@ -983,6 +1133,10 @@ class _Run:
             ts=event.ts,
             phrases=tuple(QueryPhrase(p.text, p.polarity, p.weight) for p in event.phrases),
             negatives=_negatives(event.phrases),
+            positives=tuple(
+                np.asarray(p.vector, dtype=np.float32) for p in event.phrases if p.polarity > 0
+            ),
+            weight=weight,
         )
         self._mark(event.event_id, event.ts)
 

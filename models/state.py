@@ -5,7 +5,7 @@ Layout of `encode_state` (little-endian)::
     b"ISUS" | u16 schema version | u32 header length | header (UTF-8 JSON)
             | vectors (float32), in the order the header lists them:
               each interest's hidden vector, the long-term profile, the
-              last query's negative phrases
+              last query's negative phrases, then its positive phrases
 
 No pickle: every field is named in the JSON header. A state written by an
 older schema is read through `MIGRATIONS`, one step per version, so bumping
@@ -24,6 +24,9 @@ Schema history:
    one vector of schema 2 becomes the only interest), a long-term profile,
    the user's topic masses, the gap before the latest event, and the last
    natural-language query (its phrases and negative vectors).
+4. the interest-shift detector's state, its flag count and latest flag.
+5. the last query keeps its positive phrases' vectors and its event
+   weight, so a rebase (another updater) re-opens the interests it opened.
 """
 
 from __future__ import annotations
@@ -42,7 +45,7 @@ from models.interest.composition import Interest
 from models.interest.shift import DetectorState
 from models.ranking import Ranked
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 _MAGIC = b"ISUS"
 _PREFIX = struct.Struct("<4sHI")
 
@@ -85,20 +88,32 @@ class QueryPhrase:
 
 @dataclass(frozen=True)
 class LastQuery:
-    """The user's latest natural-language query: its phrases, and its negatives' vectors.
+    """The user's latest natural-language query: its phrases, and their vectors.
 
     Negative phrases push matching items down until the next query replaces
     them; ``negatives`` holds their vectors in the catalogue's space, in the
-    order of the negative ``phrases``.
+    order of the negative ``phrases``. ``positives`` holds the positive
+    phrases' vectors as encoded, in the order of the positive ``phrases``,
+    and ``weight`` the query event's weight: the interests the query opened
+    live in the updater's space, so when the updater changes
+    (`models.core.rebase`) they are opened again from these. A query read
+    from schema 4 has no ``positives`` (nothing to re-open).
     """
 
     text: str
     ts: float
     phrases: tuple[QueryPhrase, ...]
     negatives: tuple[np.ndarray, ...] = ()
+    positives: tuple[np.ndarray, ...] = ()
+    weight: float = 1.0
 
     def negative_weights(self) -> list[float]:
         return [p.weight for p in self.phrases if p.polarity < 0]
+
+    def positive_phrases(self) -> list[tuple[QueryPhrase, np.ndarray]]:
+        """Each positive phrase with its vector (none for a query from schema 4)."""
+        mine = [p for p in self.phrases if p.polarity > 0]
+        return list(zip(mine, self.positives, strict=False))
 
 
 @dataclass(frozen=True)
@@ -168,8 +183,8 @@ class UserState:
 
     def vectors(self) -> list[np.ndarray]:
         """Every vector of the state, in the order `encode_state` writes them."""
-        negatives = list(self.query.negatives) if self.query else []
-        return [*(i.hidden for i in self.interests), self.long_term, *negatives]
+        query = list(self.query.negatives) + list(self.query.positives) if self.query else []
+        return [*(i.hidden for i in self.interests), self.long_term, *query]
 
 
 @dataclass(frozen=True, slots=True)
@@ -225,6 +240,8 @@ def encode_state(state: UserState) -> bytes:
             "ts": query.ts,
             "phrases": [[p.text, p.polarity, p.weight] for p in query.phrases],
             "negatives": [int(v.shape[0]) for v in query.negatives],
+            "positives": [int(v.shape[0]) for v in query.positives],
+            "weight": query.weight,
         },
         "window": [[w.item_id, w.type, w.ts, w.weight] for w in state.window],
         "consumed": sorted(state.consumed),
@@ -264,7 +281,7 @@ def decode_state(data: bytes) -> UserState:
         payload = np.frombuffer(data[_PREFIX.size + size :], dtype="<f4").astype(np.float32)
         q = h["query"]
         dims = [i["dim"] for i in h["interests"]] + [h["long_term"]["dim"]]
-        dims += q["negatives"] if q else []
+        dims += q["negatives"] + q["positives"] if q else []
         if any(not isinstance(d, int) or d < 0 for d in dims) or sum(dims) != len(payload):
             raise StateDecodeError("vector lengths do not match the header")
         cuts = np.cumsum([0, *dims])
@@ -276,11 +293,14 @@ def decode_state(data: bytes) -> UserState:
         n = len(interests)
         query = None
         if q is not None:
+            cut = n + 1 + len(q["negatives"])
             query = LastQuery(
                 text=q["text"],
                 ts=q["ts"],
                 phrases=tuple(QueryPhrase(t, int(p), float(w)) for t, p, w in q["phrases"]),
-                negatives=tuple(vectors[n + 1 :]),
+                negatives=tuple(vectors[n + 1 : cut]),
+                positives=tuple(vectors[cut:]),
+                weight=float(q["weight"]),
             )
         return UserState(
             user_id=h["user_id"],
@@ -353,9 +373,18 @@ def _v3_to_v4(header: dict[str, Any]) -> dict[str, Any]:
     return {**header, "shift": {"detector": None, "flags": 0, "last_ts": None}}
 
 
+def _v4_to_v5(header: dict[str, Any]) -> dict[str, Any]:
+    """The last query has no positive vectors: its interests cannot be re-opened on a rebase."""
+    query = header["query"]
+    if query is None:
+        return header
+    return {**header, "query": {**query, "positives": [], "weight": 1.0}}
+
+
 #: Header migrations: ``MIGRATIONS[n]`` turns a schema-n header into a schema-(n+1) one.
 MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {
     1: _v1_to_v2,
     2: _v2_to_v3,
     3: _v3_to_v4,
+    4: _v4_to_v5,
 }

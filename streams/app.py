@@ -39,6 +39,7 @@ from streams.processor import (
 )
 from streams.security import ssl_context
 from streams.settings import Settings
+from streams.shared_popularity import SharedPopularity
 from streams.shared_topics import SharedTopics
 from streams.stores.base import Store
 from streams.topics import MAX_MESSAGE_BYTES
@@ -69,6 +70,14 @@ def build_runtime(
     sync = CatalogueSync(store, encoder.dim, shared)
     topics = settings.topics
     params = settings.core_params()
+    popularity = None
+    if settings.popularity_prior:
+        popularity = SharedPopularity(
+            store,
+            params.popularity,
+            flush_events=settings.popularity_flush_events,
+            flush_seconds=settings.popularity_flush_seconds,
+        )
     return Runtime(
         settings=settings,
         store=store,
@@ -81,6 +90,7 @@ def build_runtime(
             limits=settings.limits(),
             delta_schema=settings.delta_schema,
             watch=_model_watch(settings, params),
+            popularity=popularity,
         ),
         items=ItemProcessor(store, sync, encoder, topics),
         health=health or Health(settings.health_stall_seconds),

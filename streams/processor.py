@@ -34,8 +34,9 @@ import numpy as np
 
 from models.behaviour import Behaviour, EncodedPhrase, Position, event_weight
 from models.catalogue import Catalogue
-from models.core import Cause, CoreParams, Delta, StepResult, new_state, restate, step
+from models.core import Cause, CoreParams, Delta, PriorAt, StepResult, new_state, restate, step
 from models.encoder.base import Encoder
+from models.interest.popularity import newcomer_weight
 from models.interest.query import Phrase, QueryError, decompose
 from models.learned.prototypes import ItemPrototypes
 from models.stages import StageClock, measuring, stage
@@ -48,6 +49,7 @@ from streams.topics import Topics
 
 if TYPE_CHECKING:
     from streams.model_watch import ModelWatch
+    from streams.shared_popularity import SharedPopularity
     from streams.shared_prototypes import SharedPrototypes
     from streams.shared_topics import SharedTopics
 
@@ -347,6 +349,9 @@ class _UserPlan:
     #: (item id, the user's ranking query before the batch) per applied event on
     #: an item the learned model never saw (`streams.shared_prototypes`).
     observed: list[tuple[str, np.ndarray]] = field(default_factory=list)
+    #: (item id, event time, weight) per applied consumption event, for the
+    #: popularity prior's counts (`streams.shared_popularity`).
+    counted: list[tuple[str, float, float]] = field(default_factory=list)
 
 
 class NonFiniteState(ArithmeticError):
@@ -375,12 +380,16 @@ class BehaviourProcessor:
         delta_schema: int = 2,
         watch: ModelWatch | None = None,
         online_part: bool = True,
+        popularity: SharedPopularity | None = None,
     ):
         self.store, self.sync, self.encoder = store, sync, encoder
         self.params, self.topics, self.clock, self.limits = params, topics, clock, limits
         self.delta_schema, self.watch = delta_schema, watch
         self.prototypes = self._prototypes_for(params.updater) if online_part else None
         self.online_part = online_part
+        #: The cold-start popularity prior's shared counts, or None: no prior.
+        self.popularity = popularity
+        self._prior: PriorAt | None = None
 
     def _prototypes_for(self, updater: object) -> SharedPrototypes | None:
         from models.learned import LearnedUpdater
@@ -401,6 +410,8 @@ class BehaviourProcessor:
                         self.prototypes = self._prototypes_for(updater)
                 if self.prototypes is not None:
                     self.prototypes.refresh()
+                if self.popularity is not None:
+                    self.popularity.refresh()
             outcome = isolate(
                 records, lambda batch: self._batch(batch, now), self.topics, now, "behaviours"
             )
@@ -415,13 +426,29 @@ class BehaviourProcessor:
         self._encode_queries(batch, now, out)
         with stage("state_read"):
             states = self.store.get_states(batch.users)
+        if self.popularity is not None:
+            self._prior = self.popularity.prior_at(self.sync.catalogue)
         with stage("core"):
             plans = [self._apply(user, states.get(user), batch, now, out) for user in batch.users]
         written = self._publish([p for p in plans if p is not None], batch, out)
         if self.prototypes is not None:
             with stage("online_part"):
                 self._learn_online(written)
+        if self.popularity is not None:
+            with stage("online_part"):
+                self._count_popularity(written, out)
         return out
+
+    def _count_popularity(self, plans: list[_UserPlan], out: Outcome) -> None:
+        """Add the written users' counted events to the shared counts; write them when due."""
+        assert self.popularity is not None
+        counted = [c for plan in plans for c in plan.counted]
+        if counted:
+            items, ts, weights = zip(*counted, strict=True)
+            self.popularity.count(list(items), list(ts), list(weights))
+            out.count("popularity_counted", sum(w > 0.0 for w in weights))
+        if self.popularity.flush():
+            out.count("popularity_writes")
 
     def _learn_online(self, plans: list[_UserPlan]) -> None:
         """Add the written users' events on items the model never saw to the shared part."""
@@ -566,6 +593,8 @@ class BehaviourProcessor:
             results = self._step_each(stored, events, refresh, batch, now, out)
         if self.prototypes is not None and isinstance(stored, UserState):
             plan.observed = self._cold_choices(stored, results)
+        if self.popularity is not None:
+            plan.counted = self._counted(stored, results)
         for result in results:
             self._account(user, result, batch, now, out)
             if result.changed and result.state is not None:
@@ -607,6 +636,27 @@ class BehaviourProcessor:
             if e.item_id and updater.is_cold(e.item_id) and event_weight(e, types) > 0
         ]
 
+    def _counted(
+        self, before: UserState | None, results: list[StepResult]
+    ) -> list[tuple[str, float, float]]:
+        """(item, time, weight) per applied consumption event, weighted by `newcomer_weight`.
+
+        A consumption event is one on an item whose type moves the interest
+        towards it (a view, click, like, purchase, a rating of any stars: the
+        user had the item), as the benchmark counts every MovieLens rating.
+        ``events_before`` is the user's applied events before it, from the state.
+        """
+        limit = self.params.popularity.newcomer_events
+        types = self.params.type_weights
+        n = before.events_applied if before is not None else 0
+        out = []
+        for result in results:
+            for e in result.applied:
+                if e.type != "query" and types.get(e.type, 0.0) > 0.0:
+                    out.append((e.item_id, e.ts, newcomer_weight(n, limit)))
+                n += 1
+        return out
+
     def _step(
         self,
         state: UserState | None,
@@ -614,7 +664,9 @@ class BehaviourProcessor:
         refresh: Sequence[str],
         now: float,
     ) -> StepResult:
-        result = step(state, events, self.sync.catalogue, now, self.params, refresh=refresh)
+        result = step(
+            state, events, self.sync.catalogue, now, self.params, refresh=refresh, prior=self._prior
+        )
         if result.changed and result.state is not None:
             _check_finite(result.state)
         return result

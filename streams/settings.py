@@ -21,6 +21,7 @@ from models.behaviour import TYPE_WEIGHTS
 from models.core import CoreParams
 from models.interest.composition import CompositionSpec
 from models.interest.levels import LevelSpec
+from models.interest.popularity import PopularityParams
 from models.interest.shift import ShiftSpec
 from models.update import InterestUpdater, TimeDecayUpdater
 from models.window import WindowSpec
@@ -137,6 +138,22 @@ class Settings:
     #: Only items more than this many standard deviations towards a negative
     #: phrase (less its part along the query's positives) are pushed.
     query_negative_margin: float = 0.25
+    #: Cold start: a user with a query and fewer than ``popularity_cold_items``
+    #: consumed items is ranked by the query composed with a popularity prior
+    #: (what other newcomers consumed lately, counted by every worker in a
+    #: store blob); off: by the query alone, and no counting.
+    popularity_prior: bool = True
+    popularity_cold_items: int = 1
+    #: The query's weight against the prior (tuned on MovieLens-100K, where genre
+    #: words add little; raise it where queries say more than popularity).
+    popularity_query_weight: float = PopularityParams().query_weight
+    #: The prior weighs m / (m + popularity_prior_events), m its counted events
+    #: (decayed): a counter of a few users' events does not drown the query.
+    popularity_prior_events: float = PopularityParams().prior_events
+    #: The counts go to the store once this many are pending, or this long
+    #: after the last write (at most one write per micro-batch).
+    popularity_flush_events: int = 200
+    popularity_flush_seconds: float = 5.0
     #: How much each behaviour type moves the state (a rating scales by its stars).
     weight_view: float = TYPE_WEIGHTS["view"]
     weight_click: float = TYPE_WEIGHTS["click"]
@@ -237,6 +254,18 @@ class Settings:
             raise SettingsError("max_topics must be >= 1 and query_negative_strength >= 0")
         if not math.isfinite(self.query_negative_margin) or self.query_negative_margin < 0:
             raise SettingsError("query_negative_margin must be a finite number >= 0")
+        if self.popularity_cold_items < 0 or self.popularity_flush_events < 1:
+            raise SettingsError(
+                "popularity_cold_items must be >= 0 and popularity_flush_events >= 1"
+            )
+        if not (math.isfinite(self.popularity_query_weight) and self.popularity_query_weight >= 0):
+            raise SettingsError("popularity_query_weight must be a finite number >= 0")
+        if not (math.isfinite(self.popularity_prior_events) and self.popularity_prior_events >= 0):
+            raise SettingsError("popularity_prior_events must be a finite number >= 0")
+        if not (
+            self.popularity_flush_seconds >= 0 and math.isfinite(self.popularity_flush_seconds)
+        ):
+            raise SettingsError("popularity_flush_seconds must be a finite number >= 0")
         for t, w in self.type_weights().items():
             if not math.isfinite(w):
                 raise SettingsError(f"weight_{t} must be a finite number")
@@ -335,6 +364,11 @@ class Settings:
             negative_strength=self.query_negative_strength,
             negative_margin=self.query_negative_margin,
             shift=self._shift() if self.shift_enabled else None,
+            popularity=PopularityParams(
+                query_weight=self.popularity_query_weight,
+                cold_items=self.popularity_cold_items,
+                prior_events=self.popularity_prior_events,
+            ),
             ann=self._ann(),
         )
 

@@ -349,3 +349,139 @@ def test_a_negative_leaning_towards_a_positive_pushes_only_its_own_part() -> Non
     assert got["a2"] >= 3 and got["a3"] >= 3 and got["a1"] == 0, got
     raw = dataclasses.replace(state, query=dataclasses.replace(state.query, negatives=(leaning,)))
     assert count(rank(raw, cat, params(4)))["a2"] < got["a2"]
+
+
+# --------------------------------------------------------------------------- rebase keeps a query
+
+
+class OtherModel(TimeDecayUpdater):
+    """Another model (a new name): a state of the time-decay rule is rebased onto it."""
+
+    name = "other-model"
+
+
+def test_a_rebase_reopens_the_query_interests_and_keeps_its_negatives() -> None:
+    """The query's phrases come along when the updater changes (hot reload, another model)."""
+    cat = catalogue()
+    p = params(6)
+    history = two_tastes(4, 4)  # likes on axes 0 and 1
+    asked = query(
+        [phrase("axis two", 1, 0.6, np.eye(DIM)[2]), phrase("axis three", 1, 0.4, np.eye(DIM)[3]),
+         phrase("axis one", -1, 1.0, np.eye(DIM)[1])],
+        ts=history[-1].ts + 60.0,
+    )  # fmt: skip
+    later = Behaviour("u", "a0-9", "like", asked.ts + 60.0, "late")
+    state = step(None, [*history, asked, later], cat, 0.0, p).state
+    assert state.query is not None and len(state.query.positives) == 2
+
+    moved = dataclasses.replace(p, updater=OtherModel())
+    result = step(state, [], cat, 0.0, moved)
+    rebased = result.state
+    assert result.migrated_from == "time-decay" and rebased.updater == "other-model"
+    dirs = composition.directions(rebased.interests, moved.updater)
+    for axis in (2, 3):
+        assert (dirs @ np.eye(DIM)[axis]).max() > 0.95, f"no interest along the phrase {axis}"
+    # The other model runs the same rule: replaying the window with the query
+    # at its place gives back the very interests the events and the query made.
+    assert [(i.mass, i.events) for i in rebased.interests] == [
+        (i.mass, i.events) for i in state.interests
+    ]
+    for mine, theirs in zip(rebased.interests, state.interests, strict=True):
+        np.testing.assert_allclose(mine.hidden, theirs.hidden, rtol=1e-6)
+    assert rebased.top_k == state.top_k
+
+    # The negative phrase still pushes axis one down after the rebase.
+    axis_one = [n for n, item in enumerate(cat.rows()[0]) if item.startswith("a1")]
+    kept = dataclasses.replace(rebased.query, negatives=())
+    unpushed = dataclasses.replace(rebased, query=kept)
+    assert kinds(rebased.top_k)["a1"] == 0 < kinds(rank(unpushed, cat, moved))["a1"]
+    assert (scores(rebased, cat, moved)[axis_one] < scores(unpushed, cat, moved)[axis_one]).all()
+
+    # Without the query's phrases only the window's events come along.
+    bare = step(dataclasses.replace(state, query=None), [], cat, 0.0, moved).state
+    bare_dirs = composition.directions(bare.interests, moved.updater)
+    assert len(bare.interests) == 2 and (bare_dirs @ np.eye(DIM)[2]).max() < 0.5
+
+
+def test_a_query_from_before_its_window_is_reopened_first_and_weighted_as_applied() -> None:
+    """The phrase absorbs at the query's place in time, with the query event's weight."""
+    cat = catalogue()
+    p = params(6)
+    asked = query([phrase("axis two", 1, 1.0, np.eye(DIM)[2])], ts=1e9)
+    asked = dataclasses.replace(asked, weight=3.0)
+    events = [Behaviour("u", f"a0-{j}", "like", 1e9 + (j + 1) * 60.0, f"l{j}") for j in range(3)]
+    state = step(None, [asked, *events], cat, 0.0, p).state
+    assert state.query.weight == 3.0
+    rebased = step(state, [], cat, 0.0, dataclasses.replace(p, updater=OtherModel())).state
+    before = {round(i.mass, 6) for i in state.interests}
+    after = {round(i.mass, 6) for i in rebased.interests}
+    assert before == after, "same events, same order, same weights: the same masses"
+
+
+# --------------------------------------------------------------------------- popularity prior
+
+
+def _prior_on(cat: Catalogue, prefix: str) -> np.ndarray:
+    """A prior favouring the items whose id starts with ``prefix`` (the popular ones)."""
+    ids = cat.rows()[0]
+    return composition.standardise(np.array([3.0 if i.startswith(prefix) else 0.0 for i in ids]))
+
+
+def test_a_cold_user_is_ranked_by_the_query_composed_with_the_prior() -> None:
+    from models.core import uses_prior, with_prior
+    from models.interest.popularity import compose
+
+    cat, p = catalogue(), params(4)
+    asked = query([phrase("axis one", 1, 1.0, np.eye(DIM)[1])], ts=5e8)
+    prior = _prior_on(cat, "a3")
+    reads: list[float] = []
+
+    def prior_at(ts: float) -> np.ndarray:
+        reads.append(ts)
+        return prior
+
+    plain = step(None, [asked], cat, 0.0, p)
+    cold = step(None, [asked], cat, 0.0, p, prior=prior_at)
+    assert reads == [5e8], "the prior is read at the query's event time"
+    state = cold.state
+    assert uses_prior(state, p)
+    base = scores(state, cat, p)
+    np.testing.assert_array_equal(scores(state, cat, p, prior), with_prior(base, prior, p))
+    np.testing.assert_array_equal(with_prior(base, prior, p), compose(base, prior, 0.125))
+    assert kinds(plain.state.top_k)["a1"] == 10
+    top = [item for item, _ in state.top_k]
+    # The popular items lead, ordered among themselves by the query.
+    assert all(i.startswith("a3") for i in top)
+    assert top == [i for i, _ in rank(state, cat, p, prior)]
+    assert cold.delta.interest["popularity_prior"] == {"query_weight": 0.125}
+    assert "popularity_prior" not in plain.delta.interest
+    weighted = dataclasses.replace(p, popularity=dataclasses.replace(p.popularity, query_weight=8))
+    heavy = step(None, [asked], cat, 0.0, weighted, prior=prior_at).state
+    assert kinds(heavy.top_k)["a1"] >= 8, "a heavy query weight lets the query lead"
+
+
+def test_the_prior_leaves_users_with_history_alone_and_negatives_push_after_it() -> None:
+    from models.core import uses_prior
+
+    cat, p = catalogue(), params(4)
+    prior = _prior_on(cat, "a3")
+    liked = Behaviour("u", "a0-0", "like", 1e9, "l0")
+    asked = query([phrase("axis one", 1, 1.0, np.eye(DIM)[1])], ts=1e9 + 60)
+
+    def never(ts: float) -> np.ndarray:
+        raise AssertionError("the prior is not read for a user with history")
+
+    warm = step(None, [liked, asked], cat, 0.0, p, prior=never).state
+    assert not uses_prior(warm, p)
+    np.testing.assert_array_equal(scores(warm, cat, p, prior), scores(warm, cat, p))
+    lenient = dataclasses.replace(p, popularity=dataclasses.replace(p.popularity, cold_items=2))
+    assert uses_prior(warm, lenient)
+    within = step(None, [liked, asked], cat, 0.0, lenient, prior=lambda t: prior).state
+    assert kinds(within.top_k)["other"] >= 5, "within cold_items the prior ranks"
+
+    refused = query(
+        [phrase("axis one", 1, 1.0, np.eye(DIM)[1]), phrase("axis three", -1, 1.0, np.eye(DIM)[3])]
+    )
+    pushed = step(None, [refused], cat, 0.0, p, prior=lambda t: prior).state
+    assert not any(item.startswith("a3") for item, _ in pushed.top_k), "popular but refused"
+    assert uses_prior(pushed, p) and not uses_prior(dataclasses.replace(pushed, query=None), p)

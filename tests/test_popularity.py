@@ -10,9 +10,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from models.evaluation.baselines import decayed_counts
+from models.interest.composition import standardise
 from models.interest.popularity import (
     DAY,
     ItemPopularity,
+    KeyedPopularity,
     PopularityParams,
     compose,
     newcomer_weight,
@@ -188,6 +190,80 @@ def test_newcomer_weight_and_params() -> None:
     params = PopularityParams()
     assert newcomer_weight(0, params.newcomer_events) == 1.0
     assert newcomer_weight(params.newcomer_events, params.newcomer_events) == 0.0
-    for bad in ({"half_life_s": 0.0}, {"newcomer_events": 0}, {"query_weight": -1.0}):
+    bad_settings = (
+        {"half_life_s": 0.0},
+        {"newcomer_events": 0},
+        {"query_weight": -1.0},
+        {"cold_items": -1},
+    )
+    for bad in bad_settings:
         with pytest.raises(ValueError):
             PopularityParams(**bad)
+
+
+# --------------------------------------------------------------------------- rows named by id
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.sampled_from("abcdefg"), st.floats(0.0, 1e6), st.floats(0.0, 5.0)),
+        max_size=30,
+    ),
+    st.integers(0, 30),
+)
+def test_keyed_counters_merged_by_id_equal_one_counter_of_all_events(events, cut) -> None:
+    """Two workers' counters, rows numbered in their own order, merge as one counter would."""
+
+    def counter(evs):
+        pop = KeyedPopularity.empty(5e4)
+        if evs:
+            items, ts, w = map(list, zip(*evs, strict=True))
+            pop = pop.observe(items, ts, w)
+        return pop
+
+    merged = counter(events[cut:]).merge(counter(events[:cut]))
+    whole = counter(events)
+    ids = list("gfedcbaz")  # another order, and an id nobody observed
+    np.testing.assert_allclose(
+        merged.counts_at(1e6, ids), whole.counts_at(1e6, ids), rtol=1e-9, atol=1e-12
+    )
+    assert merged.events == pytest.approx(whole.events)
+    assert sorted(merged.ids) == sorted(whole.ids) == sorted({e[0] for e in events})
+
+
+def test_keyed_prior_follows_the_given_rows_and_leaves_removed_ones_out() -> None:
+    pop = KeyedPopularity.empty(DAY).observe(["b", "b", "b", "a"], [0.0] * 4)
+    ids = ["a", "new", "b", "gone"]
+    alive = np.array([True, True, True, False])
+    p = pop.prior(0.0, ids, alive)
+    assert np.isneginf(p[3]) and np.isfinite(p[:3]).all()
+    kept = standardise(np.log1p(np.array([1.0, 0.0, 3.0])))
+    np.testing.assert_allclose(p[:3], kept)
+    np.testing.assert_array_equal(pop.prior_rows(0.0, pop.rows_of(ids), alive), p)
+    assert pop.rows_of(ids).tolist() == [1, -1, 0, -1]
+    assert KeyedPopularity.empty(DAY).prior(0.0, ids).tolist() == [0.0] * 4
+
+
+def test_keyed_counter_keeps_its_ids_object_until_an_id_is_added() -> None:
+    """`streams.shared_popularity` caches a catalogue's row index while the ids stay the same."""
+    pop = KeyedPopularity.empty(DAY).observe(["a", "b"], [0.0, 1.0])
+    assert pop.observe(["b", "a"], [2.0, 3.0]).ids is pop.ids
+    assert pop.merge(KeyedPopularity.empty(DAY).observe(["a"], [4.0])).ids is pop.ids
+    assert pop.observe(["c"], [2.0]).ids == ("a", "b", "c")
+
+
+def test_keyed_bytes_round_trip_and_refuse_other_blobs() -> None:
+    pop = KeyedPopularity.empty(math.inf).observe(["x", "y", "x"], [0.0, 1.0, 2.0], [1, 2, 3])
+    back = KeyedPopularity.from_bytes(pop.to_bytes())
+    assert back == pop and back.to_bytes() == pop.to_bytes()
+    assert KeyedPopularity.from_bytes(KeyedPopularity.empty(DAY).to_bytes()).ids == ()
+    for blob in (b"", pop.counts.to_bytes(), pop.to_bytes()[:-8]):
+        with pytest.raises(ValueError):
+            KeyedPopularity.from_bytes(blob)
+    with pytest.raises(ValueError, match="unique"):
+        KeyedPopularity(ItemPopularity(DAY), ("a", "a"))
+    with pytest.raises(ValueError, match="ids"):
+        KeyedPopularity(ItemPopularity(DAY).observe([0, 1], [0.0, 0.0]), ("a",))
+    with pytest.raises(ValueError, match="half-lives"):
+        pop.merge(KeyedPopularity.empty(DAY))

@@ -163,3 +163,43 @@ def test_a_corrupt_shift_detector_is_an_unreadable_state() -> None:
     assert bad != data
     with pytest.raises(StateDecodeError, match="corrupt state header"):
         decode_state(bad)
+
+
+def test_bytes_written_by_schema_4_are_read_and_upgraded() -> None:
+    """`state_v4.bin` was written by the code of schema 4 (commit 094f87e), kept as is.
+
+    Everything carries over; the last query has no positive vectors (its
+    interests are already in ``interests``, nothing to re-open on a rebase).
+    """
+    data = (FIXTURES / "state_v4.bin").read_bytes()
+    assert struct.unpack_from("<4sH", data) == (b"ISUS", 4)
+    state = decode_state(data)
+    assert [i.events for i in state.interests] == [2, 1]
+    assert state.query is not None and state.query.text == "jazz, nothing loud"
+    np.testing.assert_array_equal(state.query.negatives[0], np.eye(8, dtype=np.float32)[2])
+    assert state.query.positives == () and state.query.positive_phrases() == []
+    assert state.shift_detector == (3, 0.5, 0.1, -0.2, 0.3, 0.4) and state.shifts == 1
+    upgraded = encode_state(state)
+    assert struct.unpack_from("<4sH", upgraded) == (b"ISUS", SCHEMA_VERSION)
+    assert encode_state(decode_state(upgraded)) == upgraded
+
+
+def test_a_query_keeps_its_positive_vectors_and_weight_through_its_bytes() -> None:
+    from models.state import LastQuery, QueryPhrase
+
+    e = np.eye(4, dtype=np.float32)
+    query = LastQuery(
+        "jazz and space, nothing loud",
+        5.0,
+        (QueryPhrase("jazz", 1, 0.6), QueryPhrase("space", 1, 0.4), QueryPhrase("loud", -1, 1.0)),
+        negatives=(e[3],),
+        positives=(e[0], e[1]),
+        weight=2.5,
+    )
+    back = decode_state(encode_state(UserState("u", long_term=e[2], query=query))).query
+    assert back is not None and back.weight == 2.5
+    np.testing.assert_array_equal(np.stack(back.negatives), e[[3]])
+    assert [(p.text, v.tolist()) for p, v in back.positive_phrases()] == [
+        ("jazz", e[0].tolist()),
+        ("space", e[1].tolist()),
+    ]
