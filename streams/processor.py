@@ -32,9 +32,24 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from models import ann
 from models.behaviour import Behaviour, EncodedPhrase, Position, event_weight
 from models.catalogue import Catalogue
-from models.core import Cause, CoreParams, Delta, PriorAt, StepResult, new_state, restate, step
+from models.core import (
+    Cause,
+    CoreParams,
+    Delta,
+    Prepared,
+    PriorAt,
+    StepResult,
+    finish,
+    new_state,
+    prepare,
+    prior_for,
+    rank_many,
+    restate,
+    step,
+)
 from models.encoder.base import Encoder
 from models.interest.popularity import newcomer_weight
 from models.interest.query import Phrase, QueryError, decompose
@@ -399,11 +414,29 @@ class BehaviourProcessor:
             return None
         return SharedPrototypes(self.store, updater)
 
+    def warm(self) -> None:
+        """Load the catalogue and, past ``ann.min_items``, build its index, before consuming.
+
+        At 100,000 items the graph takes ~20 s to build: built at the
+        first batch instead, that batch's events would wait for it.
+        """
+        self.sync.refresh()
+        if self.params.ann.applies(self.sync.catalogue):
+            started = time.perf_counter()
+            ann.index_for(self.sync.catalogue, self.params.ann)
+            log.info(
+                "catalogue index of %d items built in %.1f s",
+                len(self.sync.catalogue),
+                time.perf_counter() - started,
+            )
+
     def process(self, records: Sequence[RawRecord]) -> Outcome:
         now = self.clock()
         with measuring(StageClock()) as clock:
             with stage("catalogue_sync"):
                 self.sync.refresh()
+                if self.params.ann.applies(self.sync.catalogue):
+                    ann.index_for(self.sync.catalogue, self.params.ann)  # new items join it
                 if self.watch is not None and (updater := self.watch.poll()) is not None:
                     self.params = replace(self.params, updater=updater)
                     if self.online_part:  # another model's queries: its own online part
@@ -429,7 +462,11 @@ class BehaviourProcessor:
         if self.popularity is not None:
             self._prior = self.popularity.prior_at(self.sync.catalogue)
         with stage("core"):
-            plans = [self._apply(user, states.get(user), batch, now, out) for user in batch.users]
+            stepped = self._step_all(batch, states, now)
+            plans = [
+                self._apply(user, states.get(user), batch, now, out, stepped.get(user))
+                for user in batch.users
+            ]
         written = self._publish([p for p in plans if p is not None], batch, out)
         if self.prototypes is not None:
             with stage("online_part"):
@@ -567,6 +604,56 @@ class BehaviourProcessor:
 
     # -- apply -------------------------------------------------------------
 
+    def _step_all(
+        self, batch: _Batch, states: dict[str, UserState | UnreadableState], now: float
+    ) -> dict[str, StepResult]:
+        """`step` of every user of the batch, their lists ranked by one `rank_many`.
+
+        The same results as one `step` per user (`models.core.step`): the
+        index, past ``ann.min_items``, is searched once for the whole batch.
+        A user whose half-step raises is left out, and `_apply` steps them
+        alone (and, if that raises too, one event at a time); a ranking that
+        raises leaves every user to `_apply`.
+        """
+        catalogue = self.sync.catalogue
+        prepared: dict[str, Prepared] = {}
+        for user in batch.users:
+            stored = states.get(user)
+            if isinstance(stored, UnreadableState):
+                continue
+            refresh = sorted(batch.refresh.get(user, ()))
+            try:
+                prepared[user] = prepare(
+                    stored, batch.events.get(user, []), catalogue, self.params, refresh=refresh
+                )
+            except Exception as exc:
+                if is_infrastructure(exc):
+                    raise
+        ranking = [u for u, p in prepared.items() if p.result is None]
+        try:
+            priors = [prior_for(prepared[u].state, self.params, self._prior, now) for u in ranking]
+            lists = rank_many([prepared[u].state for u in ranking], catalogue, self.params, priors)
+        except Exception as exc:
+            if is_infrastructure(exc):
+                raise
+            log.warning("batch ranking failed (%r); each user is ranked alone", exc)
+            return {}
+        done = {u: p.result for u, p in prepared.items() if p.result is not None}
+        for user, ranked, cold in zip(ranking, lists, priors, strict=True):
+            try:
+                result = finish(
+                    prepared[user], ranked, catalogue, now, self.params,
+                    with_popularity=cold is not None,
+                )  # fmt: skip
+                if result.changed and result.state is not None:
+                    _check_finite(result.state)
+            except Exception as exc:
+                if is_infrastructure(exc):
+                    raise
+                continue
+            done[user] = result
+        return done
+
     def _apply(
         self,
         user: str,
@@ -574,8 +661,13 @@ class BehaviourProcessor:
         batch: _Batch,
         now: float,
         out: Outcome,
+        stepped: StepResult | None = None,
     ) -> _UserPlan | None:
-        """Run the core for one user; None when nothing of theirs may be written."""
+        """Run the core for one user; None when nothing of theirs may be written.
+
+        ``stepped`` is the user's `step`, done already with the batch's
+        (`_step_all`); without it the core runs here.
+        """
         if isinstance(stored, UnreadableState):
             self._quarantine(stored, batch, now, out)
             return None
@@ -584,7 +676,7 @@ class BehaviourProcessor:
         plan = _UserPlan(user)
         current = stored
         try:
-            results = [self._step(stored, events, refresh, now)]
+            results = [stepped if stepped is not None else self._step(stored, events, refresh, now)]
         except Exception as exc:
             if is_infrastructure(exc):
                 raise

@@ -71,7 +71,9 @@ def run_worker(settings: Settings, bootstrap: str) -> None:
         try:
             encoder = open_encoder(settings)
             ensure_topics(bootstrap, settings.topics, **kafka_security(settings))
-            app = create_app(settings, bootstrap, build_runtime(settings, store, encoder, health))
+            runtime = build_runtime(settings, store, encoder, health)
+            runtime.behaviours.warm()
+            app = create_app(settings, bootstrap, runtime)
             heartbeat = Heartbeat(health, heartbeat_interval(settings.health_stall_seconds))
             worker = faust.Worker(app, heartbeat, loglevel=settings.log_level, quiet=True)
             prober = worker_prober(settings, bootstrap, store, health) if server else None

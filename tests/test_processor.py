@@ -274,3 +274,52 @@ def test_a_batch_reports_where_its_time_went(worker: Worker) -> None:
         assert stages.get(name, 0.0) > 0, (name, stages)
     assert all(seconds >= 0 for seconds in stages.values())
     assert outcome.counts["deltas"] > 0
+
+
+def test_a_batch_is_ranked_through_the_index_as_each_user_alone_would_be(
+    onnx_cpu_encoder: OnnxEncoder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past ``ann_min_items`` one `rank_many` ranks the batch: the lists of one `step` each.
+
+    The index is built by `warm`, before the first batch; a ranking that
+    raises leaves each user to be stepped alone, and nothing is lost.
+    """
+    from models import core
+
+    params = Settings(top_k=5, ann_min_items=10, ann_candidates=8).core_params()
+
+    def processor(store: SqliteStore) -> BehaviourProcessor:
+        sync = CatalogueSync(store, onnx_cpu_encoder.dim)
+        ItemProcessor(store, sync, onnx_cpu_encoder, TOPICS).process(item_records())
+        made = BehaviourProcessor(store, sync, onnx_cpu_encoder, params, TOPICS, clock=lambda: NOW)
+        made.warm()
+        return made
+
+    batched_store, alone_store = SqliteStore(":memory:"), SqliteStore(":memory:")
+    batched, alone = processor(batched_store), processor(alone_store)
+    index = batched.sync.catalogue.ann
+    assert index is not None and len(index) == len(WORKLOAD.items)
+    calls = []
+    real = core.rank_many
+    counted = lambda states, *a: calls.append(len(states)) or real(states, *a)  # noqa: E731
+    monkeypatch.setattr("streams.processor.rank_many", counted)
+    out = batched.process(event_records())
+    users = sorted({e["user_id"] for e in WORKLOAD.events})
+    assert calls == [len(users)]  # one ranking for the whole batch
+    monkeypatch.setattr(alone, "_step_all", lambda *_: {})  # one `step` per user
+    alone.process(event_records())
+    lists = {u: s.top_k for u, s in batched_store.get_states(users).items()}
+    assert lists == {u: s.top_k for u, s in alone_store.get_states(users).items()}
+    assert all(lists.values()) and {d["user_id"] for d in outputs(out, TOPICS.deltas)} == set(users)
+
+    def broken(*_args):
+        raise ValueError("index failed")
+
+    monkeypatch.setattr("streams.processor.rank_many", broken)
+    more = [
+        {**e, "event_id": f"{e['event_id']}-again"}
+        for e in synthetic_workload(users=3, items_per_tag=4, events_per_user=2, seed=4).events
+    ]
+    again = batched.process(event_records(more, start=len(WORKLOAD.events)))
+    assert again.counts["events"] == len(more)
+    assert not outputs(again, TOPICS.dead_letters)
