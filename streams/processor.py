@@ -430,6 +430,20 @@ class BehaviourProcessor:
                 time.perf_counter() - started,
             )
 
+    def close(self) -> None:
+        """At a clean stop: write the popularity counts still pending (a crash loses them).
+
+        At most ``popularity_flush_events`` events or ``popularity_flush_seconds``
+        of counts are pending; a store that fails now is logged, not raised.
+        """
+        if self.popularity is None or not self.popularity.pending_events:
+            return
+        try:
+            self.popularity.flush(force=True)
+        except Exception:
+            log.exception("popularity counts of %d events not written at stop",
+                          self.popularity.pending_events)  # fmt: skip
+
     def process(self, records: Sequence[RawRecord]) -> Outcome:
         now = self.clock()
         with measuring(StageClock()) as clock:

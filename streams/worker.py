@@ -84,6 +84,7 @@ def run_worker(settings: Settings, bootstrap: str) -> None:
             finally:
                 if prober is not None:
                     prober.stop()
+                runtime.behaviours.close()
         finally:
             store.close()
     finally:

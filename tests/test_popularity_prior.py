@@ -149,6 +149,13 @@ def test_workers_share_newcomer_counts_through_the_store_and_batch_their_writes(
     restarted.refresh(force=True)
     assert restarted.current == merged and restarted.version == 2
 
+    a.shared.flush_seconds = 1e9  # one pending event, not due; a clean stop writes it
+    a.send(view("n5", JAZZ[1], 7))
+    assert a.shared.pending_events == 1 and store.get_blob(BLOB).version == 2
+    a.behaviours.close()
+    assert a.shared.pending_events == 0 and store.get_blob(BLOB).version == 3
+    assert KeyedPopularity.from_bytes(store.get_blob(BLOB).data).events == 8
+
 
 def test_a_cold_user_is_ranked_by_the_query_composed_with_the_shared_prior(
     store: SqliteStore, onnx_cpu_encoder: OnnxEncoder
