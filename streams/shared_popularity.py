@@ -24,7 +24,6 @@ log-scaled and standardised, so a few events more or less barely move it.
 
 from __future__ import annotations
 
-import logging
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -34,13 +33,8 @@ import numpy as np
 from models.catalogue import Catalogue
 from models.core import PriorAt
 from models.interest.popularity import KeyedPopularity, PopularityParams
-from streams.failures import InfrastructureError
+from streams.shared_blob import read_newer, write_merged
 from streams.stores.base import Store
-
-log = logging.getLogger("interest_stream.popularity")
-
-#: Compare-and-set attempts before the batch is retried as a whole.
-MAX_ATTEMPTS = 8
 
 
 def blob_name(half_life_s: float) -> str:
@@ -120,19 +114,16 @@ class SharedPopularity:
         )
         if not (due or force):
             return False
-        for _ in range(MAX_ATTEMPTS):
-            merged = self.current.merge(self.pending)
-            written = self.store.put_blob(self.blob, merged.to_bytes(), self.version)
-            if written is not None:
-                self.current, self.version = merged, written.version
-                self._loaded_at = self._flushed_at = self.clock()
-                self.pending = KeyedPopularity.empty(self.params.half_life_s)
-                self.pending_events = 0
-                self.writes += 1
-                self._view = None
-                return True
-            self._load()  # another worker wrote first: add ours on top of theirs
-        raise InfrastructureError(f"popularity: {MAX_ATTEMPTS} concurrent writers in a row")
+        self.current, self.version = write_merged(
+            self.store, self.blob, lambda: self.current.merge(self.pending),
+            lambda: self.version, self._load, "popularity",
+        )  # fmt: skip
+        self._loaded_at = self._flushed_at = self.clock()
+        self.pending = KeyedPopularity.empty(self.params.half_life_s)
+        self.pending_events = 0
+        self.writes += 1
+        self._view = None
+        return True
 
     def prior_at(self, catalogue: Catalogue) -> PriorAt:
         """The prior over ``catalogue``'s rows at an event time, for `models.core.step`.
@@ -174,16 +165,16 @@ class SharedPopularity:
         return cached[2]
 
     def _load(self) -> None:
-        blob = self.store.get_blob(self.blob)
+        newer = read_newer(self.store, self.blob, self.version, self._decode, "popularity counts")
         self._loaded_at = self.clock()
-        if blob is None or blob.version == self.version:
+        if newer is None:
             return
-        try:
-            loaded = KeyedPopularity.from_bytes(blob.data)
-            if loaded.half_life_s != self.params.half_life_s:
-                raise ValueError(f"half-life {loaded.half_life_s}, not {self.params.half_life_s}")
-        except ValueError as exc:
-            log.error("popularity counts v%d in the store are unreadable: %s", blob.version, exc)
-            self.version = blob.version  # the next write replaces them
-            return
-        self.current, self.version, self._view = loaded, blob.version, None
+        loaded, self.version = newer
+        if loaded is not None:
+            self.current, self._view = loaded, None
+
+    def _decode(self, data: bytes) -> KeyedPopularity:
+        loaded = KeyedPopularity.from_bytes(data)
+        if loaded.half_life_s != self.params.half_life_s:
+            raise ValueError(f"half-life {loaded.half_life_s}, not {self.params.half_life_s}")
+        return loaded

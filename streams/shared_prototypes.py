@@ -16,18 +16,13 @@ observation more or less a small change.
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Callable
 
 from models.learned import LearnedUpdater
 from models.learned.prototypes import ItemPrototypes
-from streams.failures import InfrastructureError
+from streams.shared_blob import read_newer, write_merged
 from streams.stores.base import Store
-
-log = logging.getLogger("interest_stream.prototypes")
-
-MAX_ATTEMPTS = 8
 
 
 def blob_name(model_version: str) -> str:
@@ -62,28 +57,24 @@ class SharedPrototypes:
         """Add one batch's observations to the shared prototypes."""
         if not len(observed):
             return
-        for _ in range(MAX_ATTEMPTS):
-            merged = self.current.merged(observed)
-            written = self.store.put_blob(self.blob, merged.to_bytes(), self.version)
-            if written is not None:
-                self._use(merged, written.version)
-                return
-            self._load()  # another worker wrote first: add ours on top of theirs
-        raise InfrastructureError(f"item prototypes: {MAX_ATTEMPTS} concurrent writers in a row")
+        self._use(*write_merged(
+            self.store, self.blob, lambda: self.current.merged(observed),
+            lambda: self.version, self._load, "item prototypes",
+        ))  # fmt: skip
 
     def _use(self, prototypes: ItemPrototypes, version: int) -> None:
         self.current, self.version, self._loaded_at = prototypes, version, self.clock()
         self.updater.set_prototypes(prototypes)
 
     def _load(self) -> None:
-        blob = self.store.get_blob(self.blob)
+        newer = read_newer(
+            self.store, self.blob, self.version, ItemPrototypes.from_bytes, "item prototypes"
+        )
         self._loaded_at = self.clock()
-        if blob is None or blob.version == self.version:
+        if newer is None:
             return
-        try:
-            loaded = ItemPrototypes.from_bytes(blob.data)
-        except ValueError as exc:
-            log.error("item prototypes v%d in the store are unreadable: %s", blob.version, exc)
-            self.version = blob.version  # the next write replaces them
-            return
-        self._use(loaded, blob.version)
+        loaded, version = newer
+        if loaded is None:
+            self.version = version  # the next write replaces them
+        else:
+            self._use(loaded, version)

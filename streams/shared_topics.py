@@ -13,21 +13,17 @@ shows item changes, and at least every ``reload_seconds``.
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Callable, Sequence
 
 import numpy as np
 
 from models.interest.topics import OnlineTopics
-from streams.failures import InfrastructureError
+from streams.shared_blob import read_newer, write_merged
 from streams.stores.base import Store
-
-log = logging.getLogger("interest_stream.topics")
 
 BLOB = "topics"
 #: Compare-and-set attempts before the batch is retried as a whole.
-MAX_ATTEMPTS = 8
 
 
 class SharedTopics:
@@ -73,18 +69,19 @@ class SharedTopics:
         """Teach the shared model new or changed items ``(id, vector, text)`` and removed ids."""
         if not observed and not forgotten:
             return
-        for _ in range(MAX_ATTEMPTS):
+
+        def build() -> OnlineTopics:
             model = self._fresh_copy()
             for item_id, vector, text in observed:
                 model.observe(item_id, vector, text)
             for item_id in forgotten:
                 model.forget(item_id)
-            written = self.store.put_blob(BLOB, model.to_bytes(), self.version)
-            if written is not None:
-                self.model, self.version, self._loaded_at = model, written.version, self.clock()
-                return
-            self._load()  # another worker wrote first: apply ours on top of theirs
-        raise InfrastructureError(f"topic model: {MAX_ATTEMPTS} concurrent writers in a row")
+            return model
+
+        self.model, self.version = write_merged(
+            self.store, BLOB, build, lambda: self.version, self._load, "topic model"
+        )
+        self._loaded_at = self.clock()
 
     def _fresh_copy(self) -> OnlineTopics:
         if self.model is None:
@@ -92,14 +89,10 @@ class SharedTopics:
         return OnlineTopics.from_bytes(self.model.to_bytes())
 
     def _load(self) -> None:
-        blob = self.store.get_blob(BLOB)
+        newer = read_newer(self.store, BLOB, self.version, OnlineTopics.from_bytes, "topic model")
         self._loaded_at = self.clock()
-        if blob is None or blob.version == self.version:
+        if newer is None:
             return
-        try:
-            self.model = OnlineTopics.from_bytes(blob.data)
-        except ValueError as exc:
-            # A model this code cannot read (corrupt, or a newer format): keep the
-            # one we have, say so; the items agent's next write replaces it.
-            log.error("topic model v%d in the store is unreadable: %s", blob.version, exc)
-        self.version = blob.version
+        loaded, self.version = newer
+        if loaded is not None:  # unreadable: keep ours; the items agent's next write replaces it
+            self.model = loaded

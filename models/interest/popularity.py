@@ -259,17 +259,7 @@ class ItemPopularity:
     @classmethod
     def from_bytes(cls, data: bytes) -> ItemPopularity:
         """The counter `to_bytes` wrote; `ValueError` on anything else."""
-        if len(data) < _PREFIX.size:
-            raise ValueError("popularity blob too short")
-        magic, schema, size = _PREFIX.unpack_from(data)
-        if magic != _MAGIC or schema != _SCHEMA:
-            raise ValueError(f"not a popularity blob (magic {magic!r}, schema {schema})")
-        start = _PREFIX.size
-        try:
-            h = json.loads(data[start : start + size])
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise ValueError("popularity blob header unreadable") from exc
-        body = data[start + size :]
+        h, body = _unframe(data, _MAGIC, _SCHEMA, "popularity blob header")
         if len(body) != 8 * int(h["n"]):
             raise ValueError(f"popularity blob holds {len(body)} bytes, header says {h['n']} rows")
         half_life = math.inf if h["half_life_s"] is None else float(h["half_life_s"])
@@ -419,19 +409,10 @@ class KeyedPopularity:
     @classmethod
     def from_bytes(cls, data: bytes) -> KeyedPopularity:
         """The counter `to_bytes` wrote; `ValueError` on anything else."""
-        if len(data) < _PREFIX.size:
-            raise ValueError("keyed popularity blob too short")
-        magic, schema, size = _PREFIX.unpack_from(data)
-        if magic != _KEYED_MAGIC or schema != _KEYED_SCHEMA:
-            raise ValueError(f"not a keyed popularity blob (magic {magic!r}, schema {schema})")
-        start = _PREFIX.size
-        try:
-            ids = json.loads(data[start : start + size])
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise ValueError("keyed popularity ids unreadable") from exc
+        ids, body = _unframe(data, _KEYED_MAGIC, _KEYED_SCHEMA, "keyed popularity ids")
         if not (isinstance(ids, list) and all(isinstance(i, str) for i in ids)):
             raise ValueError("keyed popularity ids must be a list of strings")
-        return cls(ItemPopularity.from_bytes(data[start + size :]), tuple(ids))
+        return cls(ItemPopularity.from_bytes(body), tuple(ids))
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, KeyedPopularity):
@@ -484,3 +465,18 @@ def compose(query_scores: np.ndarray, prior: np.ndarray, query_weight: float) ->
     finite = np.isfinite(q)
     z = standardise(q) if query_weight else np.zeros_like(p)
     return np.where(finite, p + query_weight * np.where(finite, z, 0.0), -np.inf)
+
+
+def _unframe(data: bytes, magic: bytes, schema: int, what: str) -> tuple[object, bytes]:
+    """(the JSON header, the bytes after it) of ``magic | u16 schema | u32 size | header``."""
+    if len(data) < _PREFIX.size:
+        raise ValueError(f"{what}: blob too short")
+    got, version, size = _PREFIX.unpack_from(data)
+    if got != magic or version != schema:
+        raise ValueError(f"{what}: not this blob (magic {got!r}, schema {version})")
+    start = _PREFIX.size
+    try:
+        header = json.loads(data[start : start + size])
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{what} unreadable") from exc
+    return header, data[start + size :]
