@@ -74,11 +74,11 @@ class AnnSpec:
 
     def __post_init__(self) -> None:
         if self.min_items < 0:
-            raise ValueError("ann min_items must be >= 0 (0: never use the index)")
+            raise ValueError("ann_min_items must be >= 0 (0: never use the index)")
         if self.candidates < 1 or self.ef_search < 1:
-            raise ValueError("ann candidates and ef_search must be >= 1")
+            raise ValueError("ann_candidates and ann_ef_search must be >= 1")
         if self.connectivity < 2 or self.ef_construction < 1:
-            raise ValueError("ann connectivity must be >= 2 and ef_construction >= 1")
+            raise ValueError("ann_connectivity must be >= 2 and ann_ef_construction >= 1")
 
     def applies(self, catalogue: Catalogue) -> bool:
         """Whether a catalogue this big is ranked through the index."""

@@ -82,3 +82,20 @@ def test_eval_reads_data_from_the_environment(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     report = json.loads((tmp_path / "eval.json").read_text())
     assert report["dataset"]["n_users"] == 30 and report["dataset"]["name"] == "ml-100k"
+
+
+def test_a_worker_whose_broker_does_not_answer_says_so_in_one_line(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from streams import worker
+    from streams.admin import BrokerUnreachable
+
+    def unreachable(settings, address: str) -> None:
+        raise BrokerUnreachable(f"no Kafka broker answered at {address}")
+
+    monkeypatch.setattr(worker, "run_worker", unreachable)
+    args = ["worker", "--bootstrap", "127.0.0.1:1", "--data-dir", str(tmp_path)]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert "no Kafka broker answered at 127.0.0.1:1" in result.output
+    assert "leave out --bootstrap" in result.output

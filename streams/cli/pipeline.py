@@ -26,6 +26,7 @@ def worker(
     Every setting can also come from INTEREST_STREAM_* variables or the TOML
     file named by INTEREST_STREAM_CONFIG (see `interest-stream settings`).
     """
+    from streams.admin import BrokerError
     from streams.embedded_broker import broker_for
     from streams.worker import run_worker
 
@@ -33,10 +34,14 @@ def worker(
         bootstrap_servers=bootstrap, roles=roles, data_dir=data_dir,
         **cassandra_overrides(cassandra),
     )  # fmt: skip
-    with broker_for(settings.bootstrap_servers, log_dir=settings.data_dir) as address:
-        if not settings.bootstrap_servers:
-            click.echo(f"embedded broker on {address}", err=True)
-        run_worker(settings, address)
+    try:
+        with broker_for(settings.bootstrap_servers, log_dir=settings.data_dir) as address:
+            if not settings.bootstrap_servers:
+                click.echo(f"embedded broker on {address}", err=True)
+            run_worker(settings, address)
+    except BrokerError as exc:  # --bootstrap names a broker that does not answer
+        hint = "or leave out --bootstrap: the worker starts an embedded broker"
+        raise click.ClickException(f"{exc} ({hint})") from exc
 
 
 @click.command("init")
