@@ -228,23 +228,35 @@ class Catalogue:
         Tags are their items' mean embedding. Sentence embeddings share a
         large common component, so the catalogue mean is subtracted from the
         tag means and the query first; weights are the positive cosines that
-        remain, normalised over the top ``n``.
+        remain, normalised over the top ``n``; ties go to the tag first by name.
         """
-        alive = len(self)
-        if not np.any(query) or not alive:
-            return []
+        q = np.asarray(query)
+        if q.shape != (self.dim,):
+            raise ValueError(f"query has shape {q.shape}, want ({self.dim},)")
+        return self.tag_weights_many(q[None], n)[0]
+
+    def tag_weights_many(self, queries: np.ndarray, n: int = 3) -> list[list[tuple[str, float]]]:
+        """`tag_weights` of each row of ``queries`` ([m, dim]) in one product."""
+        q = np.asarray(queries, dtype=np.float64)
+        if q.ndim != 2 or q.shape[1] != self.dim:
+            raise ValueError(f"queries have shape {q.shape}, want [m, {self.dim}]")
+        out: list[list[tuple[str, float]]] = [[] for _ in range(len(q))]
+        if not len(self) or not len(q):
+            return out
         tags, directions, mean = self._tag_directions()
-        q = np.asarray(query, dtype=np.float64) - mean
-        q_norm = float(np.linalg.norm(q))
-        if q_norm < 1e-9 or not tags:
-            return []
-        sims = directions @ (q / q_norm)
-        order = sorted(
-            (i for i in range(len(tags)) if sims[i] > 0), key=lambda i: (-sims[i], tags[i])
-        )
-        best = [(tags[i], float(sims[i])) for i in order[:n]]
-        mass = sum(s for _, s in best)
-        return [(tag, round(s / mass, 3)) for tag, s in best] if mass > 0 else []
+        centred = q - mean
+        norms = np.linalg.norm(centred, axis=1)
+        ok = q.any(axis=1) & (norms >= 1e-9)
+        if not tags or not ok.any():
+            return out
+        sims = (centred[ok] / norms[ok, None]) @ directions.T
+        # Tags are in name order (`_tag_directions`): a stable sort breaks ties by name.
+        order = np.argsort(-sims, axis=1, kind="stable")[:, :n]
+        for row, row_sims, best_rows in zip(np.flatnonzero(ok), sims, order, strict=True):
+            best = [(tags[i], float(row_sims[i])) for i in best_rows if row_sims[i] > 0]
+            mass = sum(s for _, s in best)
+            out[row] = [(tag, round(s / mass, 3)) for tag, s in best] if mass > 0 else []
+        return out
 
     def _tag_directions(self) -> tuple[list[str], np.ndarray, np.ndarray]:
         """Unit directions of the tags' mean embeddings minus the catalogue mean (memoised)."""
@@ -252,7 +264,7 @@ class Catalogue:
             return self._tag_cache[1]
         mean = self._sum / len(self)
         tags, rows = [], []
-        for tag, total in self._tag_sums.items():
+        for tag, total in sorted(self._tag_sums.items()):
             if self._tag_counts[tag] == 0:
                 continue
             direction = total / self._tag_counts[tag] - mean

@@ -595,7 +595,7 @@ class _AllRows:
 
     def z_many(self, dirs: np.ndarray) -> np.ndarray:
         """[q, rows]: each direction's z-scores (all -inf for a zero direction)."""
-        return np.stack([composition.standardise(s) for s in self.catalogue.scores_many(dirs)])
+        return composition.standardise_rows(self.catalogue.scores_many(dirs))
 
     def z_one(self, vec: np.ndarray) -> np.ndarray:
         return composition.standardise(self.catalogue.scores(vec))
@@ -783,7 +783,7 @@ def _own_mid(state: UserState, catalogue: Catalogue, params: CoreParams) -> np.n
     if not state.interests or not _own_space(updater):
         return None
     raw = updater.scores_many([i.hidden for i in state.interests], catalogue)
-    zs = np.stack([composition.standardise(s) for s in raw])
+    zs = composition.standardise_rows(np.asarray(raw))
     return _composed_mid(state, params, zs)
 
 
@@ -898,10 +898,8 @@ def interest_summary(
     dirs = params.updater.readable_directions([i.hidden for i in state.interests], catalogue)
     mid = levels.unit(w @ dirs) if state.interests else np.zeros(0, dtype=np.float32)
     long = levels.unit(state.long_term)
-    readable = {
-        name: _readable(vec, catalogue)
-        for name, vec in (("short", short), ("mid", mid), ("long", long))
-    }
+    views = _readable_many([short, mid, long, *dirs], catalogue)
+    readable = dict(zip(("short", "mid", "long"), views[:3], strict=True))
     out: dict[str, object] = {
         "events": state.events_applied,
         "short_term": readable["short"]["tags"],
@@ -913,7 +911,7 @@ def interest_summary(
         name: {"weight": round(level_share[name], 3), **readable[name]} for name in readable
     }
     out["interests"] = [
-        {"weight": round(float(w[n]), 3), "events": i.events, **_readable(dirs[n], catalogue)}
+        {"weight": round(float(w[n]), 3), "events": i.events, **views[3 + n]}
         for n, i in enumerate(state.interests)
     ]
     topics = catalogue.topics
@@ -991,17 +989,24 @@ def next_topics(
     return [(t, m / norm) for t, m in best]
 
 
-def _readable(vec: np.ndarray, catalogue: Catalogue) -> dict[str, object]:
-    """A direction's closest tags and, with a topic model, its topics."""
-    if vec.shape != (catalogue.dim,) or not vec.any():
-        return {"tags": [], **({"topics": []} if catalogue.topics is not None else {})}
-    out: dict[str, object] = {"tags": catalogue.tag_weights(vec)}
+def _readable_many(vecs: list[np.ndarray], catalogue: Catalogue) -> list[dict[str, object]]:
+    """Each direction's closest tags and, with a topic model, its topics (one product each)."""
     topics = catalogue.topics
-    if topics is not None:
-        out["topics"] = [
-            {"id": t, "label": topics.label(t).text, "share": round(share, 3)}
-            for t, share in topics.distribution(vec, n=3)
-        ]
+    empty = {"tags": [], **({"topics": []} if topics is not None else {})}
+    rows = [n for n, v in enumerate(vecs) if v.shape == (catalogue.dim,) and v.any()]
+    out: list[dict[str, object]] = [dict(empty) for _ in vecs]
+    if not rows:
+        return out
+    matrix = np.stack([vecs[n] for n in rows])
+    tags = catalogue.tag_weights_many(matrix)
+    dists = topics.distribution_many(matrix, n=3) if topics is not None else None
+    for k, n in enumerate(rows):
+        out[n] = {"tags": tags[k]}
+        if dists is not None:
+            out[n]["topics"] = [
+                {"id": t, "label": topics.label(t).text, "share": round(share, 3)}
+                for t, share in dists[k]
+            ]
     return out
 
 
@@ -1099,13 +1104,14 @@ class _Run:
             return
         self.shifts += 1
         self.last_shift_ts = ts
+        before, after = _readable_many([reference, recent], self.catalogue)
         self.flagged.append(
             {
                 "event_id": event_id,
                 "ts": ts,
                 "signal": round(signal, 4),
-                "before": _readable(reference, self.catalogue),
-                "after": _readable(recent, self.catalogue),
+                "before": before,
+                "after": after,
             }
         )
 

@@ -372,19 +372,34 @@ class OnlineTopics:
 
         Share of topic t ∝ exp(-(d_t² - d_min²) / (temperature * spread)), d_t
         the distance of the vector's direction to the topic's centre and spread
-        the items' mean squared distance to their own topic's centre. ``[]``
-        for a zero vector or before any topic.
+        the items' mean squared distance to their own topic's centre; ties go
+        to the lower topic id. ``[]`` for a zero vector or before any topic.
         """
-        q = _direction(vector, self.dim)
+        return self.distribution_many(np.asarray(vector).reshape(1, -1), n)[0]
+
+    def distribution_many(self, vectors: np.ndarray, n: int = 3) -> list[list[tuple[int, float]]]:
+        """`distribution` of each row of ``vectors`` ([m, dim]) in one product."""
+        v = np.asarray(vectors, dtype=np.float64)
+        if v.ndim != 2 or v.shape[1] != self.dim:
+            raise ValueError(f"vectors have shape {v.shape}, want [m, {self.dim}]")
+        norms = np.linalg.norm(v, axis=1)
+        if not np.isfinite(norms).all():
+            raise ValueError("vector is not finite")
+        out: list[list[tuple[int, float]]] = [[] for _ in range(len(v))]
         view = self._topic_view()
-        if q is None or not view.ids or n < 1:
-            return []
-        d2 = 1.0 - 2.0 * (view.centres @ q) + view.sq_norms
-        logits = -(d2 - d2.min()) / (self.tuning["temperature"] * view.spread)
-        order = sorted(range(len(view.ids)), key=lambda i: (-logits[i], view.ids[i]))[:n]
-        weights = np.exp(logits[order])
-        weights /= weights.sum()
-        return [(view.ids[i], float(w)) for i, w in zip(order, weights, strict=True)]
+        ok = norms > 0.0
+        if not view.ids or n < 1 or not ok.any():
+            return out
+        q = v[ok] / norms[ok, None]
+        d2 = 1.0 - 2.0 * (q @ view.centres.T) + view.sq_norms
+        logits = -(d2 - d2.min(axis=1, keepdims=True)) / (self.tuning["temperature"] * view.spread)
+        # view.ids ascend: a stable sort breaks ties by topic id.
+        order = np.argsort(-logits, axis=1, kind="stable")[:, :n]
+        for row, row_logits, best in zip(np.flatnonzero(ok), logits, order, strict=True):
+            weights = np.exp(row_logits[best])
+            weights /= weights.sum()
+            out[row] = [(view.ids[i], float(w)) for i, w in zip(best, weights, strict=True)]
+        return out
 
     def label(self, topic_id: int) -> TopicLabel:
         """Terms, central titles and size of a live topic (KeyError for any other id)."""
