@@ -293,6 +293,61 @@ def test_replay_heals_an_index_a_crash_left_behind(
     assert b.watchers(["i1", "i2", "i3"]) == {"i3": {"u1"}}
 
 
+def _watching(user: str, version: int, items: list[str]) -> UserState:
+    return UserState(user, version=version, top_k=tuple((i, 1.0) for i in items))
+
+
+def test_a_store_sends_only_the_new_watches_of_a_state_it_indexed_whole(
+    cassandra_workers: Pair, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Unchanged watches are not rewritten; another writer's state gets them all again."""
+    a, b = cassandra_workers
+    sent: list[list] = []
+    original = a._write_watches  # type: ignore[attr-defined]
+
+    def spy(writes: list) -> None:
+        sent.append([(x.user_id, sorted(x.watched), sorted(x.dropped)) for x in writes])
+        original(writes)
+
+    monkeypatch.setattr(a, "_write_watches", spy)
+    assert a.put_states([_watching("u1", 1, ["x", "y"])]) == []
+    assert a.put_states([_watching("u1", 2, ["y", "z"])]) == []
+    assert sent[-1] == [("u1", ["z"], ["x"])]  # y is already indexed at v1
+    assert a.watchers(["x", "y", "z"]) == {"y": {"u1"}, "z": {"u1"}}
+    assert b.put_states([_watching("u1", 3, ["y", "z", "w"])]) == []  # B writes in between
+    assert a.put_states([_watching("u1", 4, ["z", "w"])]) == []
+    assert sent[-1] == [("u1", ["w", "z"], ["y"])]  # A did not index v3: every watch again
+    assert a.watchers(["x", "y", "z", "w"]) == {"z": {"u1"}, "w": {"u1"}}
+
+
+def test_the_next_write_of_another_process_heals_an_index_a_crash_left_behind(
+    cassandra_workers: Pair, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    a, b = cassandra_workers
+    assert a.put_states([_watching("u1", 1, ["x"])]) == []
+
+    def crash(writes: list) -> None:
+        raise ConnectionError("worker died after its CAS")
+
+    monkeypatch.setattr(a, "_write_watches", crash)
+    with pytest.raises(ConnectionError):
+        a.put_states([_watching("u1", 2, ["x", "y"])])
+    assert b.watchers(["x", "y"]) == {"x": {"u1"}}  # y's entry never landed
+    assert b.put_states([_watching("u1", 3, ["x", "y", "z"])]) == []  # the restarted worker
+    assert b.watchers(["x", "y", "z"]) == {"x": {"u1"}, "y": {"u1"}, "z": {"u1"}}
+
+
+def test_many_users_watching_one_item_are_indexed_in_bounded_batches(
+    cassandra_workers: Pair,
+) -> None:
+    a, _ = cassandra_workers
+    users = [f"user-{n:03d}-" + "é" * 200 for n in range(70)]  # long ids: big entries
+    assert a.put_states([_watching(u, 1, ["hit", f"own-{n}"]) for n, u in enumerate(users)]) == []
+    assert a.watchers(["hit"]) == {"hit": set(users)}
+    assert a.put_states([_watching(u, 2, [f"own-{n}"]) for n, u in enumerate(users)]) == []
+    assert a.watchers(["hit", "own-3"]) == {"own-3": {users[3]}}
+
+
 def test_item_feed_is_trimmed_and_a_lagging_reader_rescans(
     request: pytest.FixtureRequest,
 ) -> None:
