@@ -146,7 +146,11 @@ def run(args: argparse.Namespace) -> dict:
                   + ", ".join(f"{k} {v:,.0f}/s" for k, v in rate.items()), flush=True)  # fmt: skip
 
     backends[FP32_PLAIN].max_length, backends[FP32_PLAIN].batch_size = 256, 64
-    agent = items_agent(backends[FP32_PLAIN], items[: args.agent_items], args.agent_batches)
+    agent = (
+        None
+        if args.no_agent
+        else items_agent(backends[FP32_PLAIN], items[: args.agent_items], args.agent_batches)
+    )
     return {
         "items_agent": agent,
         "device": device,
@@ -284,6 +288,9 @@ def main() -> None:
     parser.add_argument("--agent-batches", type=lambda s: [int(x) for x in s.split(",")],
                         default=[64, 256, 500, 1000])  # fmt: skip
     parser.add_argument("--agent-items", type=int, default=1682)
+    parser.add_argument("--no-agent", action="store_true",
+                        help="skip the items agent's micro-batch sweep (it needs the worker's "
+                             "packages; an encoder-only machine may lack them)")  # fmt: skip
     parser.add_argument("--encoder-cache", type=Path, default=None)
     parser.add_argument("--out", type=Path, default=RESULTS / "encoder_speed.json")
     args = parser.parse_args()

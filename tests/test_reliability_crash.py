@@ -21,7 +21,7 @@ from tests.reliability_fixtures import Rig, check_guarantee, seeded_stream
 pytestmark = pytest.mark.broker
 
 USERS, EVENTS_PER_USER, SEED = 400, 50, 10  # 20,000 events
-RATE = 80.0  # events/s: publishing lasts ~250 s, the kills land while it goes on
+RATE = 150.0  # events/s: publishing lasts ~135 s, the kills land while it goes on
 #: The kills come when the group has committed these shares of the stream (seeded).
 KILL_SPREAD = (0.03, 0.45)
 #: How each kill is timed once its share is committed: after a seeded random
