@@ -425,9 +425,9 @@ class Plan:
 
     @classmethod
     def defaults(cls, quick: bool, **given: Any) -> Plan:
-        """Quick: 2 s steps from 100/s, 1 bisection, 3 s at half max, p99 limit 1000 ms."""
+        """Quick: 2 s steps from 200/s, 1 bisection, 3 s at half max, p99 limit 1000 ms."""
         base = (
-            {"step_seconds": 2.0, "start_rate": 100.0, "bisections": 1, "measure_seconds": 3.0,
+            {"step_seconds": 2.0, "start_rate": 200.0, "bisections": 1, "measure_seconds": 3.0,
              "p99_limit_ms": 1000.0}
             if quick else {}
         )  # fmt: skip

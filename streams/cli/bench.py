@@ -14,7 +14,7 @@ DEFAULT_OUT = Path("benchmarks") / "results" / "bench.json"
 
 
 @click.command("bench")
-@click.option("--quick", is_flag=True, help="Under a minute: 2 s steps from 100/s, 1 bisection.")
+@click.option("--quick", is_flag=True, help="Under a minute: 2 s steps from 200/s, 1 bisection.")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=DEFAULT_OUT,
               show_default=True, help="JSON result; the PNG plots go beside it.")  # fmt: skip
 @click.option("--bootstrap", help="Kafka bootstrap servers; none: an embedded broker.")
@@ -27,7 +27,7 @@ DEFAULT_OUT = Path("benchmarks") / "results" / "bench.json"
     help="Override a worker setting, e.g. batch_within_seconds=0.01 (repeatable).",
 )
 @click.option("--step-seconds", type=float, help="Length of a ramp step (10; --quick 2).")
-@click.option("--start-rate", type=float, help="First offered rate, events/s (25; --quick 100).")
+@click.option("--start-rate", type=float, help="First offered rate, events/s (25; --quick 200).")
 @click.option("--bisections", type=int, help="Bisections after the first failing step (3; 1).")
 @click.option("--measure-seconds", type=float, help="Run at half the pipeline max (30; 3).")
 @click.option("--p99-limit-ms", type=float, help="Sustainable p99 at most (500; --quick 1000).")
