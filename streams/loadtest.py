@@ -49,6 +49,9 @@ from streams.workload import Workload, to_json_bytes
 
 #: The two kinds of worker `WorkerRun` starts.
 PIPELINE, PASSTHROUGH = "pipeline", "passthrough"
+#: Workers start in parallel, but their topics are created one set at a time: Apache
+#: Kafka described topics created concurrently as having 0 partitions.
+_CREATING = threading.Lock()
 
 
 # -- workload -------------------------------------------------------------------------------
@@ -176,7 +179,8 @@ class WorkerRun:
         if settings.store == "cassandra":  # a keyspace of its own, like the topics
             settings = settings.replace(cassandra_keyspace=f"{name}_{phase}_{run}")
         security = kafka_security(settings)
-        ensure_topics(bootstrap, settings.topics, **security)
+        with _CREATING:
+            ensure_topics(bootstrap, settings.topics, **security)
         log = Path(settings.data_dir) / "worker.log"
         spawn = spawn_worker if kind == PIPELINE else spawn_passthrough
         worker = spawn(settings, bootstrap, log)
