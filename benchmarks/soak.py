@@ -57,7 +57,6 @@ import argparse
 import json
 import math
 import os
-import platform
 import sys
 import threading
 import time
@@ -75,17 +74,16 @@ from streams.loadtest import (
     broker_pid,
     endless_records,
     find_max_rate,
+    load_workload,
+    machine,
 )
 from streams.settings import Settings
-from streams.workload import Workload, synthetic_workload
+from streams.workload import Workload
 
 from _results import RESULTS
 
 RSS_GROWTH_LIMIT_PCT = 10.0  # issue 10, item 8
 WARMUP_SHARE = 0.2
-USERS_PER_CYCLE = 500
-EVENTS_PER_USER = 60
-ITEMS_PER_TAG = 60  # the demo's catalogue: 480 items over 8 tags
 SHARED_MACHINE_NOTE = (
     "The machine is shared with other sessions (builds, tests, other benchmarks); their "
     "CPU use is not controlled and shows in load_1m per sample, in the worker's CPU share and "
@@ -412,8 +410,7 @@ def main() -> int:
 
     cache = Path(args.encoder_cache) if args.encoder_cache else None
     encoder_cache = str(ensure_exported(cache).parent)
-    workload = synthetic_workload(users=USERS_PER_CYCLE, events_per_user=EVENTS_PER_USER,
-                                  items_per_tag=ITEMS_PER_TAG, seed=args.seed)  # fmt: skip
+    workload = load_workload(args.seed)
     load_start = os.getloadavg()[0]
     broker = EmbeddedBroker()
     try:
@@ -451,14 +448,7 @@ def main() -> int:
             "workload": f"{workload.description}, replayed in cycles with fresh user and event ids",
             "worker": soak["worker_settings"],
         },
-        "machine": {
-            "cpus": os.cpu_count(),
-            "platform": platform.platform(),
-            "python": platform.python_version(),
-            "load_1m_start": round(load_start, 2),
-            "load_1m_end": round(os.getloadavg()[0], 2),
-            "note": SHARED_MACHINE_NOTE,
-        },
+        "machine": machine(load_start, SHARED_MACHINE_NOTE),
         "max_rate": max_rate,
         "soak": {k: soak[k] for k in ("producing_s", "producer_behind_max_s", "drain")},
         "summary": summary,

@@ -62,7 +62,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import platform
 import threading
 import time
 import urllib.request
@@ -80,10 +79,8 @@ OWN_SETTINGS = frozenset(
     {"app_id", "topic_prefix", "data_dir", "encoder_cache", "health_host", "health_port",
      "bootstrap_servers", "roles"}
 )  # fmt: skip
-USERS_PER_CYCLE = 500
-EVENTS_PER_USER = 60
-ITEMS_PER_TAG = 60  # the demo's catalogue: 480 items over 8 tags
 LAG_SAMPLE_S = 0.25
+SHARED_NOTE = "a shared machine: other sessions' CPU use is not controlled"
 #: Stages in the order the table and the bar chart show them (others follow).
 STAGE_ORDER = (
     "queue_wait", "decode", "state_read", "encode", "core", "rank", "summary", "state_write",
@@ -452,12 +449,17 @@ def run_bench(
     """Both ramps and the measurement at half the pipeline's maximum; the JSON result."""
     from tqdm import tqdm
 
-    from streams.loadtest import PASSTHROUGH, PIPELINE, WorkerRun, endless_records
-    from streams.workload import synthetic_workload
+    from streams.loadtest import (
+        PASSTHROUGH,
+        PIPELINE,
+        WorkerRun,
+        endless_records,
+        load_workload,
+        machine,
+    )
 
     began = time.monotonic()
-    workload = synthetic_workload(users=USERS_PER_CYCLE, events_per_user=EVENTS_PER_USER,
-                                  items_per_tag=ITEMS_PER_TAG, seed=plan.seed)  # fmt: skip
+    workload = load_workload(plan.seed)
     limits = Limits(p99_ms=plan.p99_limit_ms, commit_interval_s=settings.commit_interval_seconds)
     records = endless_records(workload)
     load_start = os.getloadavg()[0]
@@ -513,34 +515,12 @@ def run_bench(
                 result[kind] = {"max_rate_per_s": round(found.max_rate, 1),
                                 "capped": found.capped, "steps": curves}  # fmt: skip
             half = result[PIPELINE]["max_rate_per_s"] / 2
-            if half <= 0:
-                raise RuntimeError("no pipeline step was sustainable: nothing to measure at half")
-            bar.set_postfix_str(f"pipeline at half max {half:,.0f}/s", refresh=True)
-            pipe = loaded[PIPELINE]
-            before = pipe.stages()
-            lag: list[dict[str, float]] = []
-            step, _, pub = pipe.step(half, plan.measure_seconds, drain_timeout=drain_timeout,
-                                       lag=lag, tick=bar.refresh)  # fmt: skip
-            after = pipe.stages()
-            bar.update(1)
-        duration = plan.measure_seconds
-        result["half_max"] = {
-            "rate_per_s": round(half, 1),
-            "seconds": duration,
-            "sustainable": step.ok,
-            "failed": step.failed,
-            "events": step.sent,
-            "offered_per_s": round(step.sent / step.producing_s, 1),
-            # First send to the last offset committed: includes up to one commit interval.
-            "committed_per_s": round(step.sent / (step.producing_s + (step.commit_s or 0.0)), 1),
-            "commit_after_last_send_s": step.commit_s,
-            "deltas": step.deltas,
-            "latency_ms": step.latency_ms,
-            "published_latency_ms": percentiles(pub),
-            "lag_max": step.lag_max,
-            "lag": lag,
-            "stages": stage_shares(before, after, step.sent),
-        }
+            result["half_max"] = None  # no sustainable pipeline step: nothing to measure
+            if half > 0:
+                bar.set_postfix_str(f"pipeline at half max {half:,.0f}/s", refresh=True)
+                result["half_max"] = measure_half(loaded[PIPELINE], half, plan, drain_timeout,
+                                                  tick=bar.refresh)  # fmt: skip
+                bar.update(1)
         ratio = (
             result[PIPELINE]["max_rate_per_s"] / result[PASSTHROUGH]["max_rate_per_s"]
             if result[PASSTHROUGH]["max_rate_per_s"]
@@ -567,17 +547,38 @@ def run_bench(
             if f.name not in OWN_SETTINGS and "password" not in f.name
         },
         "workload": f"{workload.description}, replayed in cycles with fresh user and event ids",
-        "machine": {
-            "cpus": os.cpu_count(),
-            "platform": platform.platform(),
-            "python": platform.python_version(),
-            "load_1m_start": round(load_start, 2),
-            "load_1m_end": round(os.getloadavg()[0], 2),
-            "note": "a shared machine: other sessions' CPU use is not controlled",
-        },
+        "machine": machine(load_start, SHARED_NOTE),
         "workers_started_s": round(started_s, 1),
         "wall_s": round(wall_s, 1),
         **result,
+    }
+
+
+def measure_half(
+    pipe: Loaded, rate: float, plan: Plan, drain_timeout: float, tick: Callable[[], None]
+) -> dict[str, Any]:
+    """One run at ``rate`` (half the pipeline's max): latency, lag over time, stage shares."""
+    before = pipe.stages()
+    lag: list[dict[str, float]] = []
+    step, _, pub = pipe.step(rate, plan.measure_seconds, drain_timeout=drain_timeout, lag=lag,
+                             tick=tick)  # fmt: skip
+    after = pipe.stages()
+    return {
+        "rate_per_s": round(rate, 1),
+        "seconds": plan.measure_seconds,
+        "sustainable": step.ok,
+        "failed": step.failed,
+        "events": step.sent,
+        "offered_per_s": round(step.sent / step.producing_s, 1),
+        # First send to the last offset committed: includes up to one commit interval.
+        "committed_per_s": round(step.sent / (step.producing_s + (step.commit_s or 0.0)), 1),
+        "commit_after_last_send_s": step.commit_s,
+        "deltas": step.deltas,
+        "latency_ms": step.latency_ms,
+        "published_latency_ms": percentiles(pub),
+        "lag_max": step.lag_max,
+        "lag": lag,
+        "stages": stage_shares(before, after, step.sent),
     }
 
 
@@ -596,14 +597,35 @@ DEFINITION = (
 def table(result: Mapping[str, Any]) -> str:
     """The figures a reader looks for first, as aligned text."""
     pt, pipe, half = result["passthrough"], result["pipeline"], result["half_max"]
-    lat, pub = half["latency_ms"], half["published_latency_ms"]
     ratio = result["pipeline_over_passthrough"]
     rows = [
         ("broker / store", f"{result['broker']} / {result['store']}"),
-        ("pass-through max", f"{pt['max_rate_per_s']:,.1f} events/s"
-                             f"{' (ramp ceiling)' if pt['capped'] else ''}"),
+        (
+            "pass-through max",
+            f"{pt['max_rate_per_s']:,.1f} events/s{' (ramp ceiling)' if pt['capped'] else ''}",
+        ),
         ("pipeline max", f"{pipe['max_rate_per_s']:,.1f} events/s"),
         ("pipeline / pass-through", "n/a" if ratio is None else f"{ratio:.3f}x"),
+    ]
+    rows += _half_rows(half) if half else [("half max", "not measured: no sustainable step")]
+    rows.append(("wall time", f"{result['wall_s']:g} s (workers started in "
+                              f"{result['workers_started_s']:g} s)"))  # fmt: skip
+    lines = [f"{name:26s} {value}" for name, value in rows]
+    lines.append("")
+    lines.append(f"{'steps':26s} {'rate/s':>9s} {'p50':>7s} {'p95':>7s} {'p99':>7s} "
+                 f"{'commit s':>8s}  verdict")  # fmt: skip
+    for kind in ("passthrough", "pipeline"):
+        for s in result[kind]["steps"]:
+            ms = s["latency_ms"]
+            verdict = "ok" if s["ok"] else "; ".join(s["failed"])
+            lines.append(f"  {kind:24s} {s['rate']:9,.1f} {_ms(ms['p50'])} {_ms(ms['p95'])} "
+                         f"{_ms(ms['p99'])} {_num(s['commit_s'])}  {verdict}")  # fmt: skip
+    return "\n".join(lines)
+
+
+def _half_rows(half: Mapping[str, Any]) -> list[tuple[str, str]]:
+    lat, pub = half["latency_ms"], half["published_latency_ms"]
+    rows = [
         ("half max: offered", f"{half['rate_per_s']:,.1f} events/s for {half['seconds']:g} s "
                               f"({'sustained' if half['sustainable'] else 'NOT sustained'})"),
         ("half max: throughput", f"{half['offered_per_s']:,.1f} events/s sent, "
@@ -621,19 +643,7 @@ def table(result: Mapping[str, Any]) -> str:
     ]
     rows.append(("half max: stage shares", ", ".join(shares)))
     rows.append(("half max: queue wait", f"{stages['queue_wait']['ms_per_record']} ms per record"))
-    rows.append(("wall time", f"{result['wall_s']:g} s (workers started in "
-                              f"{result['workers_started_s']:g} s)"))  # fmt: skip
-    lines = [f"{name:26s} {value}" for name, value in rows]
-    lines.append("")
-    lines.append(f"{'steps':26s} {'rate/s':>9s} {'p50':>7s} {'p95':>7s} {'p99':>7s} "
-                 f"{'commit s':>8s}  verdict")  # fmt: skip
-    for kind in ("passthrough", "pipeline"):
-        for s in result[kind]["steps"]:
-            ms = s["latency_ms"]
-            verdict = "ok" if s["ok"] else "; ".join(s["failed"])
-            lines.append(f"  {kind:24s} {s['rate']:9,.1f} {_ms(ms['p50'])} {_ms(ms['p95'])} "
-                         f"{_ms(ms['p99'])} {_num(s['commit_s'])}  {verdict}")  # fmt: skip
-    return "\n".join(lines)
+    return rows
 
 
 def _ms(value: float | None) -> str:
@@ -684,6 +694,15 @@ def plot(result: Mapping[str, Any], out: Path) -> dict[str, Path]:
     plt.close(fig)
 
     half = result["half_max"]
+    if half is None:  # no sustainable pipeline step: say so where the plots would be
+        for name in ("lag", "stages"):
+            fig, ax = plt.subplots(figsize=(8, 2.5))
+            ax.text(0.5, 0.5, "not measured: no pipeline step was sustainable",
+                    ha="center", va="center")  # fmt: skip
+            ax.set_axis_off()
+            fig.savefig(paths[name], dpi=110)
+            plt.close(fig)
+        return paths
     fig, ax = plt.subplots(figsize=(8, 3.5))
     lag = half["lag"]
     ax.plot([s["t_s"] for s in lag], [s["lag"] for s in lag], color="tab:orange")

@@ -25,6 +25,7 @@ import asyncio
 import itertools
 import json
 import os
+import platform
 import shutil
 import subprocess
 import sys
@@ -45,7 +46,7 @@ from streams.security import kafka_security
 from streams.settings import Settings, load_settings
 from streams.tail import ends_of, publish
 from streams.worker import spawn_worker, stop_worker
-from streams.workload import Workload, to_json_bytes
+from streams.workload import Workload, synthetic_workload, to_json_bytes
 
 #: The two kinds of worker `WorkerRun` starts.
 PIPELINE, PASSTHROUGH = "pipeline", "passthrough"
@@ -55,6 +56,28 @@ _CREATING = threading.Lock()
 
 
 # -- workload -------------------------------------------------------------------------------
+
+USERS_PER_CYCLE = 500
+EVENTS_PER_USER = 60
+ITEMS_PER_TAG = 60  # the demo's catalogue: 480 items over 8 tags
+
+
+def load_workload(seed: int) -> Workload:
+    """The load benchmarks' workload: 500 users x 60 events over the demo's 480 items."""
+    return synthetic_workload(users=USERS_PER_CYCLE, events_per_user=EVENTS_PER_USER,
+                              items_per_tag=ITEMS_PER_TAG, seed=seed)  # fmt: skip
+
+
+def machine(load_start: float, note: str) -> dict[str, object]:
+    """The machine a load run ran on, with its load average at the start and now."""
+    return {
+        "cpus": os.cpu_count(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "load_1m_start": round(load_start, 2),
+        "load_1m_end": round(os.getloadavg()[0], 2),
+        "note": note,
+    }
 
 
 def endless_records(workload: Workload) -> Iterator[tuple[bytes, bytes]]:

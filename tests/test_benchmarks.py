@@ -375,3 +375,28 @@ def test_bench_judge_names_every_broken_condition() -> None:
     ]
     assert judge(step(commit_s=3.2), Limits(commit_interval_s=2.0)) == []
     assert judge(step(deltas=0, latency_ms={"p99": None}), limits) == ["no deltas came back"]
+
+
+def test_bench_table_and_plots_say_when_no_pipeline_step_was_sustainable(tmp_path: Path) -> None:
+    """A pipeline that sustains nothing: the table says so and every PNG is still written."""
+    from streams.bench import Limits, Step, judge, plot, table
+
+    def step(rate: float, p99: float) -> dict:
+        s = Step(rate, 2.0, int(rate * 2), 0, 0.01, 2.0, 1.0, 10,
+                 {"p50": p99 / 2, "p95": p99 * 0.9, "p99": p99, "max": p99}, 5)  # fmt: skip
+        s.failed = judge(s, Limits(p99_ms=1000.0))
+        return {**s.__dict__, "ok": s.ok}
+
+    result = {
+        "broker": "embedded tansu (memory)", "store": "sqlite", "limits": {"p99_ms": 1000.0},
+        "passthrough": {"max_rate_per_s": 200.0, "capped": False,
+                        "steps": [step(200.0, 100.0), step(400.0, 1500.0), step(300.0, 1200.0)]},
+        "pipeline": {"max_rate_per_s": 0.0, "capped": False,
+                     "steps": [step(200.0, 3000.0), step(100.0, 1500.0)]},
+        "pipeline_over_passthrough": 0.0, "half_max": None, "wall_s": 30.0,
+        "workers_started_s": 20.0,
+    }  # fmt: skip
+    text = table(result)
+    assert "not measured: no sustainable step" in text and "p99 3000 ms > 1000 ms" in text
+    for path in plot(result, tmp_path / "bench.json").values():
+        assert path.read_bytes()[:8] == PNG_MAGIC

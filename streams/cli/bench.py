@@ -95,3 +95,9 @@ def bench(
         raise click.ClickException(f"plots need matplotlib ({exc}); wrote {out}") from exc
     click.echo(table(result))
     click.echo(f"\nwrote {out} and {', '.join(str(p) for p in paths.values())}")
+    if result["half_max"] is None:
+        first = result["pipeline"]["steps"][0]
+        raise click.ClickException(
+            f"no pipeline step was sustainable (at {first['rate']:g}/s: "
+            f"{'; '.join(first['failed'])}); try a lower --start-rate"
+        )
