@@ -310,6 +310,14 @@ def test_bench_bad_set_key_is_a_one_line_error() -> None:
     lines = run.stderr.strip().splitlines()
     assert len(lines) == 1 and "batch_within" in lines[0] and "no such worker setting" in lines[0]
     assert "batch_within_seconds" in lines[0]  # the hint names the setting meant
+    bad_value = subprocess.run(
+        [sys.executable, "-m", "streams.cli", "bench", "--set", "batch_max=many"],
+        cwd=ROOT, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert bad_value.returncode != 0
+    assert bad_value.stderr.strip() == (
+        "Error: --set: setting batch_max: cannot read 'many' as int"
+    )
 
 
 def test_bench_set_parses_overrides_and_refuses_what_the_benchmark_sets() -> None:

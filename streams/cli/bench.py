@@ -7,7 +7,8 @@ from pathlib import Path
 
 import click
 
-from streams.cli.options import cassandra_overrides, effective_settings
+from streams.cli.options import cassandra_overrides
+from streams.settings import SettingsError, load_settings
 
 #: Where ``--out`` goes by default: the checkout's results folder, beside the other benchmarks.
 DEFAULT_OUT = Path("benchmarks") / "results" / "bench.json"
@@ -66,9 +67,12 @@ def bench(
                              p99_limit_ms=p99_limit_ms, seed=seed, keep_data=keep_data)  # fmt: skip
     except ValueError as exc:
         raise click.ClickException(str(exc)) from exc
-    settings = effective_settings(
-        bootstrap_servers=bootstrap, **cassandra_overrides(cassandra), **overrides
-    )
+    try:
+        settings = load_settings(
+            bootstrap_servers=bootstrap, **cassandra_overrides(cassandra), **overrides
+        )
+    except SettingsError as exc:  # a --set value that does not parse, or breaks a rule
+        raise click.ClickException(f"--set: {exc}") from exc
     from models.encoder.artifact import find_exported
 
     folder = Path(encoder_cache) if encoder_cache else None
@@ -87,6 +91,8 @@ def bench(
             result = run_bench(settings, address, plan, cache, broker_name=name)
     except BrokerError as exc:
         raise click.ClickException(f"{exc} (or leave out --bootstrap: an embedded broker)") from exc
+    except RuntimeError as exc:  # a worker exited, or a step never drained
+        raise click.ClickException(str(exc)) from exc
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(finite(result), indent=2))
     try:
