@@ -14,12 +14,8 @@ benchmarks/results/pipeline_vs_passthrough.json and a bar chart.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
-import os
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 import uuid
@@ -29,50 +25,14 @@ from kafka import KafkaProducer
 
 from streams.admin import ensure_topics, wait_committed
 from streams.embedded_broker import EmbeddedBroker
+from streams.loadtest import spawn_passthrough
 from streams.ports import free_port
-from streams.settings import Settings, load_settings
+from streams.settings import Settings
 from streams.tail import ends_of, publish
 from streams.worker import spawn_worker, stop_worker
 from streams.workload import synthetic_workload, to_json_bytes
 
 from _results import RESULTS, save
-
-
-def run_passthrough_worker() -> None:
-    """The bare Faust pass-through (child process; settings from the environment)."""
-    import faust
-
-    from streams import transport
-
-    settings = load_settings()
-    topics = settings.topics
-    app = faust.App(
-        settings.app_id,
-        broker=f"{transport.SCHEME}://{settings.bootstrap_servers}",
-        store="memory://",
-        datadir=str(Path(settings.data_dir) / "faust"),
-        web_enabled=False,
-        autodiscover=False,
-        topic_allow_declare=False,
-        broker_commit_interval=settings.commit_interval_seconds,
-        broker_rebalance_timeout=settings.rebalance_timeout_seconds,
-        broker_session_timeout=settings.session_timeout_seconds,
-        broker_heartbeat_interval=1.0,
-        consumer_auto_offset_reset="earliest",
-    )
-    app.fetch_max_wait_ms = settings.fetch_max_wait_ms
-    raw = {"key_serializer": "raw", "value_serializer": "raw"}
-    out = app.topic(topics.deltas, **raw)
-
-    @app.agent(app.topic(topics.behaviours, **raw), name="passthrough")
-    async def passthrough(stream: faust.StreamT) -> None:
-        async for events in stream.take_events(
-            settings.batch_max, within=settings.batch_within_seconds
-        ):
-            futures = [await out.send(key=e.message.key, value=e.message.value) for e in events]
-            await asyncio.gather(*futures)
-
-    faust.Worker(app, loglevel="warning", quiet=True).execute_from_commandline()
 
 
 def one_round(mode: str, bootstrap: str, workload, encoder_cache: str) -> float:
@@ -91,7 +51,7 @@ def one_round(mode: str, bootstrap: str, workload, encoder_cache: str) -> float:
     if mode == "pipeline":
         worker = spawn_worker(settings, bootstrap, log)
     else:
-        worker = _spawn_passthrough(settings, bootstrap, log)
+        worker = spawn_passthrough(settings, bootstrap, log)
     producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)
     try:
         # Not timed: the catalogue (pipeline) or one record (pass-through) to
@@ -114,24 +74,11 @@ def one_round(mode: str, bootstrap: str, workload, encoder_cache: str) -> float:
         stop_worker(worker)
 
 
-def _spawn_passthrough(settings: Settings, bootstrap: str, log: Path) -> subprocess.Popen:
-    env = {**os.environ, **settings.replace(bootstrap_servers=bootstrap).to_env()}
-    with log.open("ab") as out:
-        return subprocess.Popen(
-            [sys.executable, __file__, "--passthrough-worker"],
-            env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-        )  # fmt: skip
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--events", type=int, default=10_000)
     parser.add_argument("--repeats", type=int, default=2)
-    parser.add_argument("--passthrough-worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.passthrough_worker:
-        run_passthrough_worker()
-        return
 
     from models.encoder import ensure_exported
 

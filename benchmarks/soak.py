@@ -54,354 +54,41 @@ throughput over time). ``--quick`` is a ~30 s soak for CI.
 from __future__ import annotations
 
 import argparse
-import array
-import itertools
 import json
 import math
 import os
-import platform
-import shutil
-import subprocess
 import sys
-import tempfile
 import threading
 import time
-import uuid
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from kafka import KafkaConsumer, KafkaProducer, TopicPartition
-from kafka.errors import KafkaError
 from tqdm import tqdm
 
-from streams.admin import admin_client, delete_topics, ensure_topics, wait_committed
 from streams.embedded_broker import EmbeddedBroker
-from streams.ports import free_port
+from streams.loadtest import (
+    DeltaLatencies,
+    OpenLoopProducer,
+    Probe,
+    WorkerRun,
+    broker_pid,
+    endless_records,
+    find_max_rate,
+    load_workload,
+    machine,
+)
 from streams.settings import Settings
-from streams.tail import ends_of, publish
-from streams.worker import spawn_worker, stop_worker
-from streams.workload import Workload, synthetic_workload, to_json_bytes
+from streams.workload import Workload
 
 from _results import RESULTS
 
 RSS_GROWTH_LIMIT_PCT = 10.0  # issue 10, item 8
 WARMUP_SHARE = 0.2
-USERS_PER_CYCLE = 500
-EVENTS_PER_USER = 60
-ITEMS_PER_TAG = 60  # the demo's catalogue: 480 items over 8 tags
 SHARED_MACHINE_NOTE = (
     "The machine is shared with other sessions (builds, tests, other benchmarks); their "
     "CPU use is not controlled and shows in load_1m per sample, in the worker's CPU share and "
     "in latency spikes."
 )
-
-
-# -- workload -------------------------------------------------------------------------------
-
-
-def endless_records(workload: Workload) -> Iterator[tuple[bytes, bytes]]:
-    """The workload's events as (key, value) records, cycle after cycle, never repeating.
-
-    Cycle ``c`` renames user ``u001`` to ``c{c:04d}-u001`` and suffixes event ids
-    with ``-c{c:04d}``: fresh users and ids, the same catalogue and event mix.
-    """
-    for cycle in itertools.count():
-        tag = f"c{cycle:04d}"
-        for event in workload.events:
-            user = f"{tag}-{event['user_id']}"
-            renamed = {**event, "user_id": user, "event_id": f"{event['event_id']}-{tag}"}
-            yield user.encode(), to_json_bytes(renamed)
-
-
-# -- one worker on its own topics -------------------------------------------------------------
-
-
-@dataclass
-class WorkerRun:
-    """A fresh worker (own group, topics, data folder) that has taken the catalogue."""
-
-    settings: Settings
-    bootstrap: str
-    worker: subprocess.Popen
-    producer: KafkaProducer
-
-    @classmethod
-    def start(cls, bootstrap: str, phase: str, workload: Workload, encoder_cache: str) -> WorkerRun:
-        run = uuid.uuid4().hex[:8]
-        settings = Settings(
-            app_id=f"soak-{phase}-{run}",
-            topic_prefix=f"soak-{phase}-{run}-",
-            data_dir=tempfile.mkdtemp(prefix=f"soak-{phase}-"),
-            encoder_cache=encoder_cache,
-            health_port=free_port(),  # other workers on this machine may hold the default
-        )
-        ensure_topics(bootstrap, settings.topics)
-        worker = spawn_worker(settings, bootstrap, Path(settings.data_dir) / "worker.log")
-        producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)
-        started = cls(settings, bootstrap, worker, producer)
-        try:
-            items = [(i["item_id"].encode(), to_json_bytes(i)) for i in workload.items]
-            started.wait(
-                settings.topics.items, publish(producer, settings.topics.items, items), 300
-            )
-        except BaseException:
-            started.close()
-            raise
-        return started
-
-    def alive(self) -> bool:
-        return self.worker.poll() is None
-
-    def wait(self, topic: str, positions: list[tuple[int, int]], timeout: float) -> None:
-        """Block until the worker has committed ``positions`` of ``topic``."""
-        wait_committed(self.bootstrap, self.settings.app_id, topic, ends_of(positions),
-                       timeout=timeout, alive=self.alive)  # fmt: skip
-
-    def log_tail(self, lines: int = 30) -> str:
-        path = Path(self.settings.data_dir) / "worker.log"
-        text = path.read_text(errors="replace") if path.exists() else ""
-        return "\n".join(text.splitlines()[-lines:])
-
-    def store_bytes(self) -> int:
-        """Size of the SQLite store with its write-ahead log."""
-        base = Path(self.settings.state_path)
-        return sum(p.stat().st_size for p in (base, Path(f"{base}-wal")) if p.exists())
-
-    def close(self, keep_data: bool = False) -> None:
-        """Stop the worker, drop the topics (tansu keeps them in memory) and the data."""
-        self.producer.close()
-        stop_worker(self.worker)
-        try:
-            delete_topics(self.bootstrap, self.settings.topics)
-        except KafkaError as exc:
-            print(f"could not delete the topics of {self.settings.app_id}: {exc!r}", flush=True)
-        if keep_data:
-            print(f"kept {self.settings.data_dir} (worker.log, state.sqlite)", flush=True)
-        else:
-            shutil.rmtree(self.settings.data_dir, ignore_errors=True)
-
-
-# -- phase 1: maximum sustainable rate --------------------------------------------------------
-
-
-def find_max_rate(
-    bootstrap: str, workload: Workload, encoder_cache: str, *, quick: bool, keep_data: bool
-) -> dict[str, object]:
-    """Unpaced throughput of a saturating batch (see the module docstring)."""
-    warm_events, target_s = (1_000, 8.0) if quick else (5_000, 45.0)
-    records = endless_records(workload)
-    run = WorkerRun.start(bootstrap, "max", workload, encoder_cache)
-    topic = run.settings.topics.behaviours
-    try:
-        t0 = time.perf_counter()
-        warm = list(itertools.islice(records, warm_events))
-        run.wait(topic, publish(run.producer, topic, warm), 300)
-        warm_rate = warm_events / (time.perf_counter() - t0)
-        n = int(min(max(warm_rate * target_s, 2_000), 400_000))
-        batch = list(itertools.islice(records, n))
-        print(f"max-rate phase: warm batch {warm_rate:,.0f} events/s; timing {n:,} events",
-              flush=True)  # fmt: skip
-        t0 = time.perf_counter()
-        run.wait(topic, publish(run.producer, topic, batch), 900)
-        elapsed = time.perf_counter() - t0
-    finally:
-        run.close(keep_data)
-    return {
-        "definition": "unpaced throughput of a saturating batch: events / (first produce to "
-        "last committed offset), after an untimed warm batch",
-        "warm_events": warm_events,
-        "warm_events_per_s": round(warm_rate, 1),
-        "timed_events": n,
-        "elapsed_s": round(elapsed, 2),
-        "events_per_s": round(n / elapsed, 1),
-    }
-
-
-# -- phase 2: the soak ------------------------------------------------------------------------
-
-
-class OpenLoopProducer(threading.Thread):
-    """Offers ``rate`` records/s for ``duration`` seconds on a fixed schedule.
-
-    Every few milliseconds it sends all records due by then: if sending falls
-    behind (a busy CPU), the next tick catches up, so the offered rate stays
-    ``rate``.
-    """
-
-    def __init__(
-        self,
-        producer: KafkaProducer,
-        topic: str,
-        records: Iterator[tuple[bytes, bytes]],
-        rate: float,
-        duration: float,
-    ) -> None:
-        super().__init__(name="open-loop-producer", daemon=True)
-        self.producer, self.topic, self.records = producer, topic, records
-        self.rate, self.total = rate, round(rate * duration)
-        self.sent = 0
-        self.errors = 0
-        self.behind_max_s = 0.0  # how far the schedule got ahead of the sends, at worst
-        self._halt = threading.Event()
-
-    def run(self) -> None:
-        start = time.monotonic()
-        while self.sent < self.total and not self._halt.is_set():
-            now = time.monotonic()
-            due = min(self.total, int((now - start) * self.rate) + 1)
-            self.behind_max_s = max(self.behind_max_s, (due - self.sent) / self.rate)
-            for key, value in itertools.islice(self.records, due - self.sent):
-                future = self.producer.send(self.topic, key=key, value=value)
-                future.add_errback(self._failed)
-                self.sent += 1
-            time.sleep(max(start + self.sent / self.rate - time.monotonic(), 0.005))
-        self.producer.flush()
-
-    def _failed(self, _exc: Exception) -> None:
-        self.errors += 1
-
-    def stop(self) -> None:
-        self._halt.set()
-
-
-class DeltaLatencies(threading.Thread):
-    """Reads the deltas as they arrive; keeps event-to-delta latencies, not the records.
-
-    Two latencies per delta of kind ``events``: *received* (when this reader
-    got it, minus ``cause.source_ts_ms``: what a downstream consumer sees) and
-    *published* (the delta record's own timestamp, set by the worker's
-    producer, minus ``source_ts_ms``: the worker's part alone, whatever this
-    reader's own delay). ``positions`` is how far it has read, for its lag.
-    """
-
-    def __init__(self, bootstrap: str, settings: Settings) -> None:
-        super().__init__(name="delta-latencies", daemon=True)
-        topics = settings.topics
-        self._consumer = KafkaConsumer(
-            bootstrap_servers=bootstrap,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            fetch_max_wait_ms=10,  # receive times measure latency: do not park fetches
-        )
-        self.parts = [TopicPartition(topics.deltas, p) for p in range(settings.partitions)]
-        self._consumer.assign([*self.parts, TopicPartition(topics.dead_letters, 0)])
-        self._deltas_topic = topics.deltas
-        self._lock = threading.Lock()
-        self._received: list[float] = []
-        self._published: list[float] = []
-        self.all_ms = array.array("d")  # every received latency, for whole-run percentiles
-        self.all_published_ms = array.array("d")
-        self.all_at = array.array("d")  # when each was received (monotonic)
-        self.positions = {tp.partition: 0 for tp in self.parts}
-        self.deltas = 0
-        self.dead_letters = 0
-        self._halt = threading.Event()
-
-    def run(self) -> None:
-        try:
-            while not self._halt.is_set():
-                for tp, batch in self._consumer.poll(100).items():
-                    now, mono = time.time(), time.monotonic()
-                    if tp.topic != self._deltas_topic:
-                        self.dead_letters += len(batch)
-                        continue
-                    received, published = [], []
-                    for rec in batch:
-                        cause = json.loads(rec.value)["cause"]
-                        if cause["kind"] == "events" and cause["source_ts_ms"] is not None:
-                            received.append(now * 1000 - cause["source_ts_ms"])
-                            published.append(rec.timestamp - cause["source_ts_ms"])
-                    with self._lock:
-                        self.deltas += len(batch)
-                        self.positions[tp.partition] = batch[-1].offset + 1
-                        self._received.extend(received)
-                        self._published.extend(published)
-                        self.all_ms.extend(received)
-                        self.all_published_ms.extend(published)
-                        self.all_at.extend([mono] * len(received))
-        finally:
-            self._consumer.close()
-
-    def take_interval(self) -> tuple[list[float], list[float], int]:
-        """(received, published) latencies since the last call, and the offsets read."""
-        with self._lock:
-            got = self._received, self._published, sum(self.positions.values())
-            self._received, self._published = [], []
-        return got
-
-    def stop(self) -> None:
-        self._halt.set()
-        self.join(10)
-
-
-class Probe:
-    """Reads a worker's memory and CPU from /proc and its group's lag from the broker."""
-
-    def __init__(self, bootstrap: str, settings: Settings, pid: int) -> None:
-        self.pid, self.group = pid, settings.app_id
-        self.topic = settings.topics.behaviours
-        self._parts = [TopicPartition(self.topic, p) for p in range(settings.partitions)]
-        self._admin = admin_client(bootstrap)
-        self._offsets = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
-        self._ticks = os.sysconf("SC_CLK_TCK")
-
-    def rss_mib(self, pid: int | None = None) -> float:
-        return _status_kib(pid or self.pid, "VmRSS") / 1024
-
-    def cpu_s(self) -> float:
-        """User + system CPU seconds the worker has used."""
-        fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / self._ticks
-
-    def progress(self) -> tuple[int, int]:
-        """(log end offsets, committed offsets) summed over the behaviours partitions."""
-        lags = self.lag_by_partition()
-        return sum(end for end, _ in lags), sum(done for _, done in lags)
-
-    def ends(self, parts: list[TopicPartition]) -> int:
-        """Log end offsets of ``parts``, summed."""
-        return sum(self._offsets.end_offsets(parts).values())
-
-    def lag_by_partition(self) -> list[tuple[int, int]]:
-        """(log end offset, committed offset) of each behaviours partition."""
-        ends = self._offsets.end_offsets(self._parts)
-        for attempt in range(5):
-            try:
-                offsets = self._admin.list_group_offsets(self.group).get(self.group, {})
-                break
-            except KafkaError as exc:
-                if not exc.retriable or attempt == 4:
-                    raise
-                time.sleep(0.2)
-        done = {tp.partition: m.offset for tp, m in offsets.items() if tp.topic == self.topic}
-        return [(ends[tp], max(0, done.get(tp.partition, 0))) for tp in self._parts]
-
-    def close(self) -> None:
-        self._admin.close()
-        self._offsets.close()
-
-
-def _status_kib(pid: int, field: str) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    raise KeyError(f"{field} not in /proc/{pid}/status")
-
-
-def broker_pid() -> int | None:
-    """The embedded broker: the `tansu` child of this process."""
-    me = os.getpid()
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            text = stat.read_text()
-        except OSError:
-            continue
-        comm, rest = text[text.index("(") + 1 : text.rindex(")")], text[text.rindex(")") + 2 :]
-        if comm == "tansu" and int(rest.split()[1]) == me:
-            return int(stat.parent.name)
-    return None
 
 
 def run_soak(
@@ -723,8 +410,7 @@ def main() -> int:
 
     cache = Path(args.encoder_cache) if args.encoder_cache else None
     encoder_cache = str(ensure_exported(cache).parent)
-    workload = synthetic_workload(users=USERS_PER_CYCLE, events_per_user=EVENTS_PER_USER,
-                                  items_per_tag=ITEMS_PER_TAG, seed=args.seed)  # fmt: skip
+    workload = load_workload(args.seed)
     load_start = os.getloadavg()[0]
     broker = EmbeddedBroker()
     try:
@@ -762,14 +448,7 @@ def main() -> int:
             "workload": f"{workload.description}, replayed in cycles with fresh user and event ids",
             "worker": soak["worker_settings"],
         },
-        "machine": {
-            "cpus": os.cpu_count(),
-            "platform": platform.platform(),
-            "python": platform.python_version(),
-            "load_1m_start": round(load_start, 2),
-            "load_1m_end": round(os.getloadavg()[0], 2),
-            "note": SHARED_MACHINE_NOTE,
-        },
+        "machine": machine(load_start, SHARED_MACHINE_NOTE),
         "max_rate": max_rate,
         "soak": {k: soak[k] for k in ("producing_s", "producer_behind_max_s", "drain")},
         "summary": summary,

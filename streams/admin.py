@@ -112,8 +112,7 @@ def ensure_topics(bootstrap: str, topics: Topics, **security: object) -> list[st
             with contextlib.suppress(TopicAlreadyExistsError):
                 admin.create_topics(wanted)
             created = [t.name for t in wanted]
-        described = admin.describe_topics([name for name, _, _ in topics.specs()])
-        counts = {d["name"]: len(d.get("partitions") or []) for d in described}
+        counts = _partition_counts(admin, [name for name, _, _ in topics.specs()])
         for name, parts, _ in topics.specs():
             if counts.get(name, parts) != parts:
                 raise BrokerError(
@@ -122,6 +121,23 @@ def ensure_topics(bootstrap: str, topics: Topics, **security: object) -> list[st
     finally:
         admin.close()
     return created
+
+
+def _partition_counts(
+    admin: KafkaAdminClient, names: list[str], settle_s: float = 10.0
+) -> dict[str, int]:
+    """Partitions of each of ``names``, waiting (up to ``settle_s``) for fresh topics to show.
+
+    Apache Kafka may describe a topic created a moment ago with no partitions
+    (its metadata has not reached every broker yet); no real topic has none.
+    """
+    deadline = time.monotonic() + settle_s
+    while True:
+        described = admin.describe_topics(names)
+        counts = {d["name"]: len(d.get("partitions") or []) for d in described}
+        if all(counts.get(n, 1) > 0 for n in names) or time.monotonic() > deadline:
+            return counts
+        time.sleep(0.2)
 
 
 def delete_topics(bootstrap: str, topics: Topics, **security: object) -> list[str]:

@@ -247,3 +247,164 @@ def test_ann_index_core_part_writes_recall_and_latency(tmp_path: Path) -> None:
         assert row["exact"]["p99_ms"] > 0 and row["index"]["p99_ms"] > 0
     assert report["core"]["candidate_sweep"][0]["candidates"] == 20
     assert out.with_suffix(".png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+# -- interest-stream bench ------------------------------------------------------------------
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def test_bench_quick_finds_both_maxima_and_writes_json_plots_and_a_table(
+    tmp_path: Path, encoder_artifact: Path
+) -> None:
+    """`interest-stream bench --quick` through the CLI, on the embedded broker and SQLite."""
+    out = tmp_path / "bench.json"
+    run = subprocess.run(
+        [sys.executable, "-m", "streams.cli", "bench", "--quick", "--out", str(out),
+         "--encoder-cache", str(encoder_artifact.parent)],
+        cwd=ROOT, capture_output=True, text=True, timeout=400,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    report = json.loads(out.read_text())
+    pipeline, passthrough = report["pipeline"], report["passthrough"]
+    assert pipeline["max_rate_per_s"] > 0 and passthrough["max_rate_per_s"] > 0
+    ratio = pipeline["max_rate_per_s"] / passthrough["max_rate_per_s"]
+    assert report["pipeline_over_passthrough"] == round(ratio, 3)
+    assert report["plan"]["quick"] and report["limits"]["p99_ms"] == 1000.0
+    assert "sustainable" in report["definition"]
+    for kind in (pipeline, passthrough):
+        steps = kind["steps"]
+        assert steps[0]["rate"] == 200.0  # --quick starts at 200/s and doubles
+        passed = [s["rate"] for s in steps if s["ok"]]
+        assert max(passed) == kind["max_rate_per_s"]
+        for s in steps:
+            assert s["ok"] == (not s["failed"])
+            if s["ok"]:
+                assert s["latency_ms"]["p99"] <= 1000.0 and s["commit_s"] <= 3.0
+                assert (
+                    0 < s["latency_ms"]["p50"] <= s["latency_ms"]["p95"] <= s["latency_ms"]["p99"]
+                )
+    half = report["half_max"]
+    assert half["rate_per_s"] == round(pipeline["max_rate_per_s"] / 2, 1)
+    lat = half["latency_ms"]
+    assert 0 < lat["p50"] <= lat["p95"] <= lat["p99"] <= lat["max"]
+    assert half["offered_per_s"] > 0 and half["deltas"] > 0
+    assert len(half["lag"]) >= 5 and all(s["lag"] >= 0 for s in half["lag"])
+    stages = half["stages"]
+    for name in ("decode", "state_read", "core", "rank", "state_write", "produce", "commit"):
+        assert name in stages, name
+    shares = [s["share"] for s in stages.values() if "share" in s]
+    assert abs(sum(shares) - 1.0) < 0.02
+    assert stages["queue_wait"]["ms_per_record"] > 0
+    for name in ("latency", "lag", "stages"):
+        assert (tmp_path / f"bench-{name}.png").read_bytes()[:8] == PNG_MAGIC
+    assert "pipeline / pass-through" in run.stdout and "stage shares" in run.stdout
+
+
+def test_bench_bad_set_key_is_a_one_line_error() -> None:
+    run = subprocess.run(
+        [sys.executable, "-m", "streams.cli", "bench", "--quick", "--set", "batch_within=0.01"],
+        cwd=ROOT, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert run.returncode != 0
+    lines = run.stderr.strip().splitlines()
+    assert len(lines) == 1 and "batch_within" in lines[0] and "no such worker setting" in lines[0]
+    assert "batch_within_seconds" in lines[0]  # the hint names the setting meant
+    bad_value = subprocess.run(
+        [sys.executable, "-m", "streams.cli", "bench", "--set", "batch_max=many"],
+        cwd=ROOT, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert bad_value.returncode != 0
+    assert bad_value.stderr.strip() == (
+        "Error: --set: setting batch_max: cannot read 'many' as int"
+    )
+
+
+def test_bench_set_parses_overrides_and_refuses_what_the_benchmark_sets() -> None:
+    import pytest
+
+    from streams.bench import parse_sets
+
+    assert parse_sets(["batch_within_seconds=0.01", "commit_interval_seconds=0.2"]) == {
+        "batch_within_seconds": "0.01", "commit_interval_seconds": "0.2"
+    }  # fmt: skip
+    with pytest.raises(ValueError, match="KEY=VALUE"):
+        parse_sets(["batch_within_seconds"])
+    with pytest.raises(ValueError, match="sets app_id itself"):
+        parse_sets(["app_id=x"])
+
+
+def test_bench_ramp_doubles_until_a_failure_then_bisects() -> None:
+    from streams.bench import ramp
+
+    calls: list[float] = []
+
+    def fake(limit: float):
+        def step(rate: float) -> bool:
+            calls.append(rate)
+            return rate <= limit
+
+        return step
+
+    found = ramp(fake(700), start=25, bisections=3)
+    # 25..800 doubling: 800 fails; then 600 ok, 700 ok, 750 fails.
+    assert calls == [25, 50, 100, 200, 400, 800, 600, 700, 750]
+    assert found.max_rate == 700 and not found.capped
+    assert found.tried[-1] == (750, False)
+    calls.clear()
+    assert ramp(fake(10), start=25, bisections=2).max_rate == 6.25  # below the start rate
+    assert calls == [25, 12.5, 6.25]
+    assert ramp(fake(1), start=25, bisections=2).max_rate == 0.0  # nothing sustainable
+    calls.clear()
+    capped = ramp(fake(1e9), start=25, bisections=3, ceiling=200)
+    assert capped.capped and capped.max_rate == 200 and calls == [25, 50, 100, 200]
+
+
+def test_bench_judge_names_every_broken_condition() -> None:
+    from streams.bench import Limits, Step, judge
+
+    def step(**changes: object) -> Step:
+        base = {"rate": 100.0, "seconds": 10.0, "sent": 1000, "errors": 0, "behind_max_s": 0.01,
+                "producing_s": 10.0, "commit_s": 1.5, "deltas": 950,
+                "latency_ms": {"p50": 40.0, "p95": 90.0, "p99": 120.0, "max": 200.0},
+                "lag_max": 80}  # fmt: skip
+        return Step(**{**base, **changes})
+
+    limits = Limits(p99_ms=500.0, commit_interval_s=1.0)
+    assert judge(step(), limits) == []
+    assert judge(step(commit_s=3.0), limits) == []  # 2 s + the commit interval, inclusive
+    assert judge(step(behind_max_s=0.3), limits) == [
+        "producer 0.30 s behind schedule (limit 0.25 s)"
+    ]
+    assert judge(step(errors=2), limits) == ["2 sends failed"]
+    assert judge(step(latency_ms={"p99": 501.0}), limits) == ["p99 501 ms > 500 ms"]
+    assert judge(step(commit_s=None), limits) == [
+        "last offset not committed within 3 s of the last send"
+    ]
+    assert judge(step(commit_s=3.2), Limits(commit_interval_s=2.0)) == []
+    assert judge(step(deltas=0, latency_ms={"p99": None}), limits) == ["no deltas came back"]
+
+
+def test_bench_table_and_plots_say_when_no_pipeline_step_was_sustainable(tmp_path: Path) -> None:
+    """A pipeline that sustains nothing: the table says so and every PNG is still written."""
+    from streams.bench import Limits, Step, judge, plot, table
+
+    def step(rate: float, p99: float) -> dict:
+        s = Step(rate, 2.0, int(rate * 2), 0, 0.01, 2.0, 1.0, 10,
+                 {"p50": p99 / 2, "p95": p99 * 0.9, "p99": p99, "max": p99}, 5)  # fmt: skip
+        s.failed = judge(s, Limits(p99_ms=1000.0))
+        return {**s.__dict__, "ok": s.ok}
+
+    result = {
+        "broker": "embedded tansu (memory)", "store": "sqlite", "limits": {"p99_ms": 1000.0},
+        "passthrough": {"max_rate_per_s": 200.0, "capped": False,
+                        "steps": [step(200.0, 100.0), step(400.0, 1500.0), step(300.0, 1200.0)]},
+        "pipeline": {"max_rate_per_s": 0.0, "capped": False,
+                     "steps": [step(200.0, 3000.0), step(100.0, 1500.0)]},
+        "pipeline_over_passthrough": 0.0, "half_max": None, "wall_s": 30.0,
+        "workers_started_s": 20.0,
+    }  # fmt: skip
+    text = table(result)
+    assert "not measured: no sustainable step" in text and "p99 3000 ms > 1000 ms" in text
+    for path in plot(result, tmp_path / "bench.json").values():
+        assert path.read_bytes()[:8] == PNG_MAGIC

@@ -19,6 +19,7 @@ from streams.cli import main
 from tests.paths import require_ml100k
 
 COMMANDS = {
+    "bench",
     "demo",
     "eval",
     "init",

@@ -3,6 +3,7 @@
 - `streams.cli.pipeline`: ``worker``, ``init``, ``snapshot``, ``query``, ``redrive``,
   ``settings`` (run and operate the pipeline on Kafka and a store);
 - `streams.cli.demo`: ``demo`` (the whole pipeline on a replayed stream);
+- `streams.cli.bench`: ``bench`` (the load benchmark, pipeline vs a bare pass-through);
 - `streams.cli.encoder`: ``models export`` (the ONNX encoder);
 - `streams.cli.train`, `streams.cli.evaluate`: ``train`` and ``eval``, the
   offline commands on a MovieLens folder (``--data`` or
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import click
 
+from streams.cli.bench import bench
 from streams.cli.demo import demo
 from streams.cli.encoder import models_group
 from streams.cli.evaluate import eval_command
@@ -33,6 +35,6 @@ def main() -> None:
 
 for _command in (
     worker, init, snapshot, query, redrive, demo, models_group, show_settings, eval_command,
-    train_command,
+    train_command, bench,
 ):  # fmt: skip
     main.add_command(_command)
