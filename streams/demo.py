@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import threading
 import time
 from collections import Counter
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -81,11 +82,15 @@ def run_demo(
                 watch = _Watch(bootstrap, settings.app_id, worker, timeout, security)
                 watch.until_committed(topics.items, item_ends)
                 started = time.time()
+                stop = threading.Event()
                 with ThreadPoolExecutor(1) as pool:
                     publishing = pool.submit(
-                        publish, producer, topics.behaviours, records, rate=rate
+                        publish, producer, topics.behaviours, records, rate=rate, stop=stop
                     )
-                    watch.progress(topics.behaviours, len(records), publishing)
+                    try:
+                        watch.progress(topics.behaviours, len(records), publishing)
+                    finally:  # Ctrl-C: stop publishing now, not after the whole paced stream
+                        stop.set()
                 elapsed = time.time() - started
                 cold_start = _cold_start(worker_settings, bootstrap, workload, security)
                 time.sleep(1.0)  # deltas are on the broker before commits: let the tail read them

@@ -99,10 +99,13 @@ def publish(
     records: Sequence[tuple[bytes | None, bytes | None]],
     *,
     rate: float = 0.0,
+    stop: threading.Event | None = None,
 ) -> list[tuple[int, int]]:
     """Produce records in order, paced at ``rate``/s (0: as fast as possible).
 
-    Returns the (partition, offset) each record was written at.
+    Returns the (partition, offset) each record was written at. Once ``stop``
+    is set (a caller interrupted, say by Ctrl-C) no further record is sent:
+    the positions of those sent so far are returned.
     """
     futures = []
     start = time.monotonic()
@@ -110,7 +113,12 @@ def publish(
         if rate > 0:
             delay = start + i / rate - time.monotonic()
             if delay > 0:
-                time.sleep(delay)
+                if stop is not None and stop.wait(delay):
+                    break
+                if stop is None:
+                    time.sleep(delay)
+        if stop is not None and stop.is_set():
+            break
         futures.append(producer.send(topic, key=key, value=value))
     producer.flush()
     return [(meta.partition, meta.offset) for meta in (f.get(timeout=30) for f in futures)]
