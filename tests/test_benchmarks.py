@@ -408,3 +408,19 @@ def test_bench_table_and_plots_say_when_no_pipeline_step_was_sustainable(tmp_pat
     assert "not measured: no sustainable step" in text and "p99 3000 ms > 1000 ms" in text
     for path in plot(result, tmp_path / "bench.json").values():
         assert path.read_bytes()[:8] == PNG_MAGIC
+
+
+def test_processor_cost_reports_ms_per_event_and_its_stages(
+    tmp_path: Path, encoder_artifact: Path
+) -> None:
+    out = tmp_path / "processor_cost.json"
+    args = ["--users", "8", "--events-per-user", "10", "--batch", "20", "--out", str(out),
+            "--encoder-cache", str(encoder_artifact.parent)]  # fmt: skip
+    run = run_benchmark("processor_cost.py", *args)
+    report = json.loads(out.read_text())
+    assert report["events_timed"] == 60  # the first batch of 20 warms up
+    stages = report["stage_ms_per_event"]
+    assert {"decode", "core", "rank", "summary", "state_read", "state_write"} <= set(stages)
+    assert 0 < sum(stages.values()) <= report["ms_per_event"] * 1.01
+    assert out.with_suffix(".png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "ms/event over 60 events" in run.stdout
