@@ -337,6 +337,33 @@ def test_the_next_write_of_another_process_heals_an_index_a_crash_left_behind(
     assert b.watchers(["x", "y", "z"]) == {"x": {"u1"}, "y": {"u1"}, "z": {"u1"}}
 
 
+def test_a_store_writes_its_own_users_without_reading_them_first_and_stays_fenced(
+    cassandra_workers: Pair, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    a, b = cassandra_workers
+    reads: list[tuple[str, bool]] = []
+    original = a._fence_read  # type: ignore[attr-defined]
+
+    def spy(user_id: str, serial: bool) -> object:
+        reads.append((user_id, serial))
+        return original(user_id, serial)
+
+    monkeypatch.setattr(a, "_fence_read", spy)
+    assert a.put_states([_watching("u1", 1, ["x"])]) == []
+    assert reads == [("u1", False)]  # a user it never wrote: read first
+    assert a.put_states([_watching("u1", 2, ["y"])]) == []
+    assert reads == [("u1", False)]  # its own last write: no read
+    assert b.put_states([_watching("u1", 3, ["z"])]) == []  # another writer in between
+    assert a.put_states([_watching("u1", 4, ["w"])]) == []  # the CAS fails, then a SERIAL read
+    assert reads[-1] == ("u1", True)
+    got = b.get_states(["u1"])["u1"]
+    assert got.version == 4 and b.watchers(["x", "y", "z", "w"]) == {"w": {"u1"}}
+    assert b.put_states([_watching("u1", 6, ["v"])]) == []
+    assert a.put_states([_watching("u1", 5, ["q"])]) == ["u1"]  # a zombie: fenced all the same
+    assert b.get_states(["u1"])["u1"].version == 6
+    assert a.watchers(["v", "q"]) == {"v": {"u1"}}
+
+
 def test_many_users_watching_one_item_are_indexed_in_bounded_batches(
     cassandra_workers: Pair,
 ) -> None:
