@@ -74,6 +74,7 @@ def run_demo(
         producer = KafkaProducer(
             **security, bootstrap_servers=bootstrap, linger_ms=5, max_request_size=MAX_MESSAGE_BYTES
         )
+        interrupted = False
         try:
             with TopicTail(bootstrap, outputs, **security) as tail:
                 items = [(i["item_id"].encode(), to_json_bytes(i)) for i in workload.items]
@@ -95,10 +96,16 @@ def run_demo(
                 cold_start = _cold_start(worker_settings, bootstrap, workload, security)
                 time.sleep(1.0)  # deltas are on the broker before commits: let the tail read them
                 seen = _seen(tail, topics.deltas)
+        except KeyboardInterrupt:
+            interrupted = True
+            raise
         finally:
-            producer.close()
-            stop_worker(worker)
-            topics_learned = _learned_topics(settings)
+            producer.close(timeout=10)
+            # Ctrl-C: the user wants out, and this run's data is removed anyway, so
+            # the worker gets a short grace to commit and leave, then SIGKILL (a
+            # worker still joining its group can sit on SIGTERM for the full 30 s).
+            stop_worker(worker, timeout=3.0 if interrupted else 30.0)
+            topics_learned = [] if interrupted else _learned_topics(settings)
             _remove_run_data(settings, bootstrap, security)
 
     n_bad = len(records) - len(workload.events)

@@ -147,13 +147,7 @@ def run_passthrough_worker() -> None:
 
 def spawn_passthrough(settings: Settings, bootstrap: str, log: Path) -> subprocess.Popen:
     """Start `run_passthrough_worker` as a child process with ``settings``."""
-    env = {**os.environ, **settings.replace(bootstrap_servers=bootstrap).to_env()}
-    log.parent.mkdir(parents=True, exist_ok=True)
-    with log.open("ab") as out:
-        return subprocess.Popen(
-            [sys.executable, "-m", "streams.loadtest", "--passthrough-worker"],
-            env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-        )  # fmt: skip
+    return spawn_worker(settings, bootstrap, log, ("streams.loadtest", "--passthrough-worker"))
 
 
 # -- one worker on its own topics -------------------------------------------------------------

@@ -92,13 +92,22 @@ def run_worker(settings: Settings, bootstrap: str) -> None:
             server.stop()
 
 
-def spawn_worker(settings: Settings, bootstrap: str, log_path: Path) -> subprocess.Popen:
-    """Start `interest-stream worker` as a child process with ``settings``."""
+def spawn_worker(
+    settings: Settings,
+    bootstrap: str,
+    log_path: Path,
+    module_args: tuple[str, ...] = ("streams.cli", "worker"),
+) -> subprocess.Popen:
+    """Start `interest-stream worker` (or ``python -m`` ``module_args``) as a child process.
+
+    ``settings`` reach it as environment variables, with ``bootstrap`` as
+    its broker; its output goes to ``log_path`` (appended).
+    """
     env = {**os.environ, **settings.replace(bootstrap_servers=bootstrap).to_env()}
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("ab") as log_file:
         return subprocess.Popen(
-            [sys.executable, "-m", "streams.cli", "worker"],
+            [sys.executable, "-m", *module_args],
             env=env,
             stdout=log_file,
             stderr=subprocess.STDOUT,

