@@ -63,6 +63,9 @@ def test_ctrl_c_stops_everything_it_started(encoder_artifact: Path) -> None:
         [sys.executable, "-m", "streams.cli", "demo", "--users", "40", "--rate", "50",
          "--time-decay"],
         env=_env(encoder_artifact), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        # As in a terminal: a test session started in the background by a script
+        # inherits SIGINT ignored, and Python then installs no Ctrl-C handler.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )  # fmt: skip
     deadline = time.monotonic() + 120
     assert proc.stdout is not None
