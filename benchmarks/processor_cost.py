@@ -35,14 +35,15 @@ from _results import RESULTS, save
 
 
 def run(args: argparse.Namespace) -> dict:
+    if args.store != "sqlite":
+        host, _, port = args.store.rpartition(":")
+        if not host or not port.isdigit():
+            raise SystemExit(f"--store: expected sqlite or HOST:PORT, got {args.store!r}")
     artifact = ensure_exported(Path(args.encoder_cache) if args.encoder_cache else None)
     encoder = OnnxEncoder(artifact, device="cpu")
     folder = tempfile.mkdtemp(prefix="processor-cost-")
     settings = Settings(data_dir=folder)
     if args.store != "sqlite":
-        host, _, port = args.store.rpartition(":")
-        if not host or not port.isdigit():
-            raise SystemExit(f"--store: expected sqlite or HOST:PORT, got {args.store!r}")
         keyspace = f"cost_{uuid.uuid4().hex[:10]}"
         settings = settings.replace(
             store="cassandra",
@@ -50,7 +51,13 @@ def run(args: argparse.Namespace) -> dict:
             cassandra_port=int(port),
             cassandra_keyspace=keyspace,
         )
-    store = open_store(settings)
+    try:
+        store = open_store(settings)
+    except Exception as exc:  # the driver's NoHostAvailable and kin: one line, and what to do
+        raise SystemExit(
+            f"--store {args.store}: the store did not answer ({type(exc).__name__}: {exc}); "
+            "start one with `python -m deploy.engines cassandra start` or use --store sqlite"
+        ) from None
     try:
         runtime = build_runtime(settings, store, encoder)
         topics = settings.topics
