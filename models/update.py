@@ -44,10 +44,28 @@ class InterestUpdater:
     order_independent
         Whether a late event gives the same state as an in-order one (the
         contract suite checks it where promised).
+    heads
+        Query heads over one shared state. With more than one, a user's
+        interests are the heads of one hidden state that every event moves
+        (`models.interest.composition.absorb`), and the updater also
+        implements `head_scores`, `head_of` and `with_head`.
     """
 
     name: str = ""
     order_independent: bool = False
+    heads: int = 1
+
+    def head_scores(self, hidden: np.ndarray, item: np.ndarray) -> np.ndarray:
+        """[heads]: how well each head of ``hidden``'s state scores ``item`` (`represent`)."""
+        raise NotImplementedError(f"{type(self).__name__} has one head")
+
+    def head_of(self, hidden: np.ndarray) -> int:
+        """The head an interest's hidden vector ranks by (-1: every head, the best one's score)."""
+        raise NotImplementedError(f"{type(self).__name__} has one head")
+
+    def with_head(self, hidden: np.ndarray, head: int) -> np.ndarray:
+        """``hidden``'s shared state as an interest of head ``head`` (-1: every head)."""
+        raise NotImplementedError(f"{type(self).__name__} has one head")
 
     def initial(self, dim: int) -> np.ndarray:
         """The hidden state before any event; ``dim`` is the catalogue's width."""

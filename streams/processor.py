@@ -733,7 +733,7 @@ class BehaviourProcessor:
         heaviest = max(before.interests, key=lambda i: i.mass)
         if heaviest.hidden.shape != updater.initial(0).shape:
             return []  # a state of another model: its hidden state means nothing here
-        query = updater.cell.query(heaviest.hidden)
+        query = updater.model_query(heaviest.hidden)
         types = self.params.type_weights
         return [
             (e.item_id, query)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -120,6 +121,24 @@ def test_tampered_weights_are_refused(artefact) -> None:
         load_artifact(path)
 
 
+def test_query_heads_are_read_from_the_weights_and_checked(tmp_path) -> None:
+    """``out_w`` of K * item_dim rows is a K-head model (1 before heads existed);
+    rows that are no multiple of the item width are refused before any use."""
+    rng = np.random.default_rng(3)
+    vocab = [f"m{i}" for i in range(N_ITEMS)]
+    art = save_artifact(tmp_path / "a", _random_weights(rng, len(vocab), heads=4), vocab)
+    assert art.heads == 4 == load_artifact(tmp_path / "a").manifest["heads"]
+    updater = LearnedUpdater(art)
+    assert updater.initial(TEXT_DIM).shape == (HIDDEN + 1,)
+    with pytest.raises(ValueError, match="head 4 of a 4-head"):
+        updater.with_head(updater.initial(TEXT_DIM), 4)
+    weights = _random_weights(rng, len(vocab))
+    weights["out_w"] = np.zeros((ITEM_DIM + 1, HIDDEN), dtype=np.float32)
+    weights["out_b"] = np.zeros(ITEM_DIM + 1, dtype=np.float32)
+    with pytest.raises(ArtifactError, match="not a multiple of the item width"):
+        save_artifact(tmp_path / "b", weights, vocab)
+
+
 def test_cold_items_rest_on_text_alone(artefact) -> None:
     path, text = artefact
     cell = GruCell(load_artifact(path))
@@ -230,8 +249,10 @@ def test_settings_build_the_learned_updater(artefact) -> None:
 
 
 @pytest.mark.torch
-def test_streaming_core_matches_torch_batch_forward(tmp_path) -> None:
-    """Events fed one at a time through `step` give torch's batch state and scores."""
+@pytest.mark.parametrize("heads", [1, 3])
+def test_streaming_core_matches_torch_batch_forward(tmp_path, heads: int) -> None:
+    """Events fed one at a time through `step` give torch's batch state and scores
+    (several heads and one interest: each item's best head, as trained)."""
     torch = pytest.importorskip("torch")
     from models.training.export import export_gru
     from models.training.gru import FusedGru, GruConfig
@@ -241,13 +262,14 @@ def test_streaming_core_matches_torch_batch_forward(tmp_path) -> None:
     torch.manual_seed(5)
     text = _text(rng)
     warm = torch.tensor([i not in COLD for i in range(N_ITEMS)])
-    cfg = GruConfig(item_dim=ITEM_DIM, hidden_dim=HIDDEN, dropout=0.3)
+    cfg = GruConfig(item_dim=ITEM_DIM, hidden_dim=HIDDEN, dropout=0.3, heads=heads)
     model = FusedGru(torch.from_numpy(text), warm, cfg).eval()
     with torch.no_grad():  # move the id embeddings and biases away from their init
         model.id_bias.normal_(0.0, 0.5)
         model.id_emb.weight.mul_(10.0)
     export_gru(model, [f"m{i}" for i in range(N_ITEMS)], tmp_path / "model")
     updater = LearnedUpdater.load(tmp_path / "model")
+    assert updater.heads == heads == updater.artifact.manifest["heads"]
 
     events = _events(rng)
     cat = _catalogue(text)
@@ -266,9 +288,11 @@ def test_streaming_core_matches_torch_batch_forward(tmp_path) -> None:
             torch.from_numpy(gap_matrix(ts))[None],
             torch.tensor([len(items)]),
         )[0, -1]
-        scores = (model.queries(h) @ reps.T).numpy()
-    np.testing.assert_allclose(state.interests[0].hidden, h.numpy(), atol=1e-5)
-    ranked = [i for i in np.argsort(-scores, kind="stable") if i not in set(items)][:5]
+        scores = model.head_scores(h, reps).numpy()
+    np.testing.assert_allclose(state.interests[0].hidden[:HIDDEN], h.numpy(), atol=1e-5)
+    if heads > 1:
+        assert updater.head_of(state.interests[0].hidden) == LearnedUpdater.ALL_HEADS
+    ranked = [i for i in np.argsort(-scores, kind="stable") if i not in set(items.tolist())][:5]
     assert [item for item, _ in state.top_k] == [f"m{i}" for i in ranked]
     z = standardise(scores)  # the core's scores: the model's, standardised over the catalogue
     np.testing.assert_allclose([s for _, s in state.top_k], z[ranked], atol=1e-5)
@@ -278,3 +302,86 @@ def _rank(updater: LearnedUpdater, state, cat, k: int) -> list:
     """The learned model's list, as the core asks for it (no short-term mix)."""
     short = np.zeros(cat.dim, dtype=np.float32)
     return updater.rank(state.interests[0].hidden, short, cat, k, state.consumed, 0.3)
+
+
+@pytest.mark.torch
+def test_heads_share_one_state_and_each_event_credits_its_best_head(tmp_path) -> None:
+    """Several interests of a multi-head model: one GRU state (torch's) under every
+    interest, each ranking by its own head's query; an event's mass goes to the
+    head that scored its item highest before it."""
+    torch = pytest.importorskip("torch")
+    from models.training.export import export_gru
+    from models.training.gru import FusedGru, GruConfig
+    from models.training.sequences import gap_matrix, rating_weights
+
+    rng = np.random.default_rng(11)
+    torch.manual_seed(11)
+    text = _text(rng)
+    warm = torch.tensor([i not in COLD for i in range(N_ITEMS)])
+    cfg = GruConfig(item_dim=ITEM_DIM, hidden_dim=HIDDEN, heads=3)
+    model = FusedGru(torch.from_numpy(text), warm, cfg).eval()
+    with torch.no_grad():
+        model.out.weight.mul_(4.0)  # heads far apart, so that several are credited
+    export_gru(model, [f"m{i}" for i in range(N_ITEMS)], tmp_path / "model")
+    updater = LearnedUpdater.load(tmp_path / "model")
+    cat = _catalogue(text)
+    events = _events(rng, n=20)
+    params = CoreParams(
+        k=5,
+        updater=updater,
+        composition=CompositionSpec(max_interests=3, merge_above=1.0),
+        levels=LevelSpec(short_weight=0.0, long_weight=0.0, long_return_weight=0.0),
+    )
+    state, want_heads = None, []
+    for e in events:
+        rep = updater.represent(e.item_id, cat.vector(e.item_id))
+        prev = updater.initial(0) if state is None else state.interests[0].hidden
+        want_heads.append(int(np.argmax(updater.head_scores(prev, rep))))
+        state = step(state, [e], cat, 0.0, params).state
+    assert state is not None and 1 < len(state.interests) <= 3
+    items = torch.tensor([[int(e.item_id[1:]) for e in events]])
+    weights = rating_weights(np.array([e.rating for e in events], dtype=np.float32))
+    with torch.no_grad():
+        reps = model.item_reps()
+        h = model.hidden_states(
+            reps, items, torch.from_numpy(weights)[None],
+            torch.from_numpy(gap_matrix(np.array([e.ts for e in events])))[None],
+            torch.tensor([len(events)]),
+        )[0, -1]  # fmt: skip
+        queries = model.queries(h).numpy()
+    zero = np.zeros(cat.dim, dtype=np.float32)
+    credited = {}
+    for interest in state.interests:
+        head = updater.head_of(interest.hidden)
+        np.testing.assert_allclose(interest.hidden[:HIDDEN], h.numpy(), atol=1e-5)
+        own = updater.scores(interest.hidden, zero, cat, 0.0)
+        np.testing.assert_allclose(own, queries[head] @ reps.numpy().T, atol=1e-4)
+        credited[head] = interest.events
+    assert credited == {k: want_heads.count(k) for k in set(want_heads)}
+
+
+def test_heads_within_the_bound_keep_one_state_and_distinct_heads(tmp_path) -> None:
+    """Fewer interests allowed than the model has heads: an event whose head has no
+    interest (no room, or a negative event) goes to the user's best head; every
+    interest is still the one shared state, each a different head."""
+    from tests.updater_fixtures import random_learned_updater
+
+    updater = random_learned_updater(tmp_path / "m", heads=3)
+    cat = _catalogue(_text(np.random.default_rng(0)))
+    params = CoreParams(
+        updater=updater, composition=CompositionSpec(max_interests=2, merge_above=1.0)
+    )
+    events = _events(np.random.default_rng(4), n=30)
+    state = step(None, events, cat, 0.0, params).state
+    assert len(state.interests) == 2
+    heads = [updater.head_of(i.hidden) for i in state.interests]
+    assert len(set(heads)) == 2 and all(0 <= k < 3 for k in heads)
+    np.testing.assert_array_equal(state.interests[0].hidden[:-1], state.interests[1].hidden[:-1])
+    assert sum(i.events for i in state.interests) == len(events)
+    one = step(
+        None, events, cat, 0.0, replace(params, composition=CompositionSpec(max_interests=1))
+    )
+    assert [updater.head_of(i.hidden) for i in one.state.interests] == [LearnedUpdater.ALL_HEADS]
+    np.testing.assert_array_equal(
+        one.state.interests[0].hidden[:-1], state.interests[0].hidden[:-1]
+    )

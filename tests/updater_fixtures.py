@@ -35,7 +35,7 @@ def small_catalogue(seed: int = 0) -> Catalogue:
 
 
 def random_cell_weights(
-    rng: np.random.Generator, n_vocab: int, text_dim: int = TEXT_DIM
+    rng: np.random.Generator, n_vocab: int, text_dim: int = TEXT_DIM, heads: int = 1
 ) -> dict[str, np.ndarray]:
     shapes = {
         "text_w": (text_dim, ITEM_DIM),
@@ -47,17 +47,18 @@ def random_cell_weights(
         "w_hh": (3 * HIDDEN, HIDDEN),
         "b_ih": (3 * HIDDEN,),
         "b_hh": (3 * HIDDEN,),
-        "out_w": (ITEM_DIM, HIDDEN),
-        "out_b": (ITEM_DIM,),
+        "out_w": (heads * ITEM_DIM, HIDDEN),
+        "out_b": (heads * ITEM_DIM,),
     }
     return {n: (0.4 * rng.standard_normal(shapes[n])).astype(np.float32) for n in WEIGHT_NAMES}
 
 
-def random_learned_updater(folder: Path, seed: int = 7) -> LearnedUpdater:
+def random_learned_updater(folder: Path, seed: int = 7, heads: int = 1) -> LearnedUpdater:
     """An exported GRU cell with random weights over items ``m0..m29`` (minus `COLD`)."""
     rng = np.random.default_rng(seed)
     vocab = [f"m{i}" for i in range(N_ITEMS) if i not in COLD]
-    save_artifact(folder, random_cell_weights(rng, len(vocab)), vocab, config={"seed": seed})
+    weights = random_cell_weights(rng, len(vocab), heads=heads)
+    save_artifact(folder, weights, vocab, config={"seed": seed, "heads": heads})
     return LearnedUpdater.load(folder)
 
 
@@ -66,4 +67,5 @@ def updater_factories() -> dict[str, Callable[[Path], InterestUpdater]]:
     return {
         "time-decay": lambda _: TimeDecayUpdater(half_life_s=6 * 3600.0),
         "learned-gru": lambda folder: random_learned_updater(folder / "model"),
+        "learned-gru-3-heads": lambda folder: random_learned_updater(folder / "model", heads=3),
     }

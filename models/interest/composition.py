@@ -13,6 +13,15 @@ user who likes jazz documentaries and horror gets both, in proportion.
 
 With ``max_interests = 1`` the decomposition is the single-vector state of
 earlier versions, exactly: every event moves the one interest.
+
+An updater with several query heads over one state (``updater.heads > 1``,
+a learned model trained ComiRec-style) decomposes differently: every event
+moves the one shared state, and the interests are heads of it. The event's
+mass goes to the head that scores its item highest, which opens as a new
+interest if the user had none of that head (`_absorb_heads`); the rest
+(decay, merging close interests, the bound) is as above. With
+``max_interests = 1`` its one interest ranks by every head at once, as the
+model was trained to.
 """
 
 from __future__ import annotations
@@ -137,6 +146,8 @@ def absorb(
     room; a negative one only ever moves the closest. After the move, an
     interest that came within ``spec.merge_above`` of another merges with it.
     """
+    if updater.heads > 1:
+        return _absorb_heads(interests, item, weight, ts, updater, spec)
     mass = max(float(weight), 0.0)
     sims = _cosines(interests, direction, updater)
     best = int(np.argmax(sims)) if len(sims) else -1
@@ -157,6 +168,56 @@ def absorb(
     )
     out = (*interests[:best], moved, *interests[best + 1 :])
     return _merge_close(out, best, updater, spec)
+
+
+def _absorb_heads(
+    interests: tuple[Interest, ...],
+    item: np.ndarray,
+    weight: float,
+    ts: float,
+    updater: InterestUpdater,
+    spec: CompositionSpec,
+) -> tuple[tuple[Interest, ...], int]:
+    """`absorb` for heads of one shared state: step it once, credit the event's best head.
+
+    The head is chosen on the state before the event (what training's next-item
+    rule does); with no room for its head, or for a negative event, the best
+    of the user's heads takes it.
+    """
+    mass = max(float(weight), 0.0)
+    if interests:
+        prev, prev_ts = interests[0].hidden, interests[0].hidden_ts
+    else:
+        prev, prev_ts = updater.initial(0), None
+    hidden, hidden_ts = updater.apply(prev, prev_ts, item, weight, ts)
+    if spec.max_interests == 1:
+        heads = [-1] * len(interests)
+        want = -1
+    else:
+        heads = [updater.head_of(i.hidden) for i in interests]
+        fit = updater.head_scores(prev, item)
+        want = int(np.argmax(fit))
+        if want not in heads and heads and (weight <= 0 or len(heads) >= spec.max_interests):
+            own = [k for k in heads if k >= 0]
+            want = max(own, key=lambda k: fit[k]) if own else heads[0]
+    out = []
+    moved = heads.index(want) if want in heads else len(interests)
+    for n, cur in enumerate(interests):
+        mass_now, mass_ts, events = cur.mass, cur.mass_ts, cur.events
+        if n == moved:
+            mass_ts = ts if cur.mass_ts is None else max(cur.mass_ts, ts)
+            mass_now = _decayed(cur.mass, cur.mass_ts, mass_ts, spec) + mass * _decay(
+                mass_ts - ts, spec
+            )
+            events += 1
+        out.append(
+            Interest(updater.with_head(hidden, heads[n]), hidden_ts, mass_now, mass_ts, events)
+        )
+    if moved == len(interests):
+        out.append(
+            Interest(updater.with_head(hidden, want), hidden_ts, max(mass, MIN_MASS), ts, 1)
+        )
+    return _merge_close(tuple(out), moved, updater, spec)
 
 
 def compose(

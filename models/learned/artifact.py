@@ -49,8 +49,8 @@ WEIGHT_NAMES = (
     "w_hh",  # [3H, H]
     "b_ih",  # [3H]
     "b_hh",  # [3H]
-    "out_w",  # [d, H]          hidden -> query in item space
-    "out_b",  # [d]
+    "out_w",  # [K * d, H]      hidden -> K queries in item space (K heads, head-major)
+    "out_b",  # [K * d]
 )
 
 #: Gap features of an event: log1p(hours since the previous event), first-event flag.
@@ -91,6 +91,11 @@ class Artifact:
         return int(self.weights["text_w"].shape[1])
 
     @property
+    def heads(self) -> int:
+        """Query heads over the hidden state (1: the single-query cell)."""
+        return int(self.weights["out_w"].shape[0]) // self.item_dim
+
+    @property
     def text_dim(self) -> int:
         return int(self.weights["text_w"].shape[0])
 
@@ -112,6 +117,9 @@ def check_shapes(weights: dict[str, np.ndarray], n_vocab: int) -> None:
         raise ArtifactError(f"weights missing: {', '.join(missing)}")
     text_dim, d = weights["text_w"].shape
     hidden = weights["w_hh"].shape[1]
+    rows = weights["out_w"].shape[0]
+    if rows == 0 or rows % d:
+        raise ArtifactError(f"out_w has {rows} rows, not a multiple of the item width {d}")
     want = {
         "text_b": (d,),
         "text_bias_w": (text_dim,),
@@ -121,8 +129,8 @@ def check_shapes(weights: dict[str, np.ndarray], n_vocab: int) -> None:
         "w_hh": (3 * hidden, hidden),
         "b_ih": (3 * hidden,),
         "b_hh": (3 * hidden,),
-        "out_w": (d, hidden),
-        "out_b": (d,),
+        "out_w": (rows, hidden),
+        "out_b": (rows,),
     }
     for name, shape in want.items():
         if tuple(weights[name].shape) != shape:
@@ -151,6 +159,7 @@ def save_artifact(
         "text_dim": int(arrays["text_w"].shape[0]),
         "item_dim": int(arrays["text_w"].shape[1]),
         "hidden_dim": int(arrays["w_hh"].shape[1]),
+        "heads": int(arrays["out_w"].shape[0]) // int(arrays["text_w"].shape[1]),
         "n_gap_features": N_GAP,
         "config": config or {},
         "metrics": metrics or {},

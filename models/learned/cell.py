@@ -9,7 +9,9 @@ written for float32 numpy so that workers run them without torch:
 * input ``x = [r_i, w, log1p(hours since previous event), first-event flag]``
   with ``w`` the signed behaviour weight (`models.behaviour.event_weight`);
 * a GRU step (torch gate layout r, z, n) moves the hidden state ``h``;
-* the score of item ``i`` is ``[h W_o^T + b_o, 1] . r_i``.
+* the score of item ``i`` is ``[h W_o^T + b_o, 1] . r_i``; with ``K`` query
+  heads ``W_o`` stacks ``K`` maps (head-major rows) and head ``k``'s score is
+  ``[h W_k^T + b_k, 1] . r_i``; the model's own score is the best head's.
 """
 
 from __future__ import annotations
@@ -60,7 +62,11 @@ class GruCell:
         self._id_emb, self._id_bias = w["id_emb"], w["id_bias"]
         self._w_ih, self._b_ih = w["w_ih"], w["b_ih"]
         self._w_hh, self._b_hh = w["w_hh"], w["b_hh"]
-        self._out_w, self._out_b = w["out_w"], w["out_b"]
+        self.heads = artifact.heads
+        d = self.item_dim
+        # [K, d, H] and [K, d]: one query map per head.
+        self._out_w = w["out_w"].reshape(self.heads, d, self.hidden_dim)
+        self._out_b = w["out_b"].reshape(self.heads, d)
 
     # -- items -------------------------------------------------------------
 
@@ -155,23 +161,38 @@ class GruCell:
 
     # -- ranking -----------------------------------------------------------
 
-    def query(self, hidden: np.ndarray) -> np.ndarray:
-        """The query in item space (``item_dim + 1``, last component 1 for the bias)."""
-        q = hidden @ self._out_w.T + self._out_b
+    def queries(self, hidden: np.ndarray) -> np.ndarray:
+        """Every head's query in item space: [K, item_dim + 1] for [H], [n, K, item_dim + 1]
+        for [n, H] (last component 1, for the bias)."""
+        q = np.einsum("...h,kdh->...kd", hidden, self._out_w) + self._out_b
         ones = np.ones((*q.shape[:-1], 1), dtype=np.float32)
         return np.concatenate([q, ones], axis=-1).astype(np.float32)
 
-    def scores(self, hidden: np.ndarray, reps: np.ndarray) -> np.ndarray:
-        """Scores of items ``reps`` [m, item_dim + 1] for states [H] or [n, H]."""
-        return self.query(hidden) @ reps.T
+    def query(self, hidden: np.ndarray, head: int = 0) -> np.ndarray:
+        """Head ``head``'s query in item space (``item_dim + 1``, last component 1)."""
+        q = hidden @ self._out_w[head].T + self._out_b[head]
+        ones = np.ones((*q.shape[:-1], 1), dtype=np.float32)
+        return np.concatenate([q, ones], axis=-1).astype(np.float32)
 
-    def text_query(self, hidden: np.ndarray) -> np.ndarray:
-        """The direction in text space that the model's score follows for a cold item.
+    def scores(self, hidden: np.ndarray, reps: np.ndarray, head: int | None = None) -> np.ndarray:
+        """Scores of items ``reps`` [m, item_dim + 1] for states [H] or [n, H].
+
+        ``head`` None: the model's own score, each item's best head (the one
+        head's score for a one-head cell); else that head's.
+        """
+        if head is not None:
+            return self.query(hidden, head) @ reps.T
+        if self.heads == 1:
+            return self.query(hidden, 0) @ reps.T
+        return (self.queries(hidden) @ reps.T).max(axis=-2)
+
+    def text_query(self, hidden: np.ndarray, head: int = 0) -> np.ndarray:
+        """The direction in text space that head ``head``'s score follows for a cold item.
 
         A cold item scores ``t . (W_t q + w_b) + b_t . q``: ranking cold items
-        by this unit vector against the catalogue gives the model's order.
+        by this unit vector against the catalogue gives the head's order.
         """
-        q = hidden @ self._out_w.T + self._out_b
+        q = hidden @ self._out_w[head].T + self._out_b[head]
         v = q @ self._text_w.T + self._text_bias_w
         norm = float(np.linalg.norm(v))
         return (v / norm).astype(np.float32) if norm > 1e-12 else np.zeros_like(v)

@@ -33,15 +33,26 @@ class LearnedUpdater(InterestUpdater):
     short-term window mix does not apply to it: the cell was trained to
     rank on its own.
 
+    A model trained with several query heads (``heads > 1``) keeps one GRU
+    state per user that every event moves, and each of the user's interests
+    is one head of it: its hidden vector is the shared state followed by the
+    head's index (`with_head`; -1 is every head, ranking by the best head's
+    score, the model's own score and a one-interest user's). An event's mass
+    goes to the head that scores its item highest, as in training.
+
     Parameters
     ----------
     artifact
         An exported model (see `models.learned.artifact`).
     """
 
+    #: `head_of` of an interest that ranks by every head (the best head's score).
+    ALL_HEADS = -1
+
     def __init__(self, artifact: Artifact) -> None:
         self.artifact = artifact
         self.cell = GruCell(artifact)
+        self.heads = self.cell.heads
         self.name = f"learned-gru({artifact.model_version})"
         # Memo of the catalogue's fused item vectors (keyed by its revision and
         # by the online part's).
@@ -83,7 +94,39 @@ class LearnedUpdater(InterestUpdater):
         return cls(load_artifact(path))
 
     def initial(self, dim: int) -> np.ndarray:
-        return self.cell.initial()
+        return self._tagged(self.cell.initial(), self.ALL_HEADS)
+
+    # -- heads ---------------------------------------------------------------
+
+    def _state(self, hidden: np.ndarray) -> np.ndarray:
+        """The GRU state of an interest's hidden vector (without the head index)."""
+        return hidden if self.heads == 1 else hidden[:-1]
+
+    def head_of(self, hidden: np.ndarray) -> int:
+        return 0 if self.heads == 1 else round(float(hidden[-1]))
+
+    def with_head(self, hidden: np.ndarray, head: int) -> np.ndarray:
+        return self._tagged(self._state(hidden), head)
+
+    def _tagged(self, state: np.ndarray, head: int) -> np.ndarray:
+        """An interest's hidden vector: the GRU state, then (several heads) the head index."""
+        if self.heads == 1:
+            return np.asarray(state, dtype=np.float32)
+        if not self.ALL_HEADS <= head < self.heads:
+            raise ValueError(f"head {head} of a {self.heads}-head model")
+        return np.append(state, np.float32(head)).astype(np.float32)
+
+    def head_scores(self, hidden: np.ndarray, item: np.ndarray) -> np.ndarray:
+        return self.cell.queries(self._state(hidden)) @ np.asarray(item, dtype=np.float32)
+
+    def model_query(self, hidden: np.ndarray) -> np.ndarray:
+        """The interest's query in the model's item space (every head's: their mean)."""
+        state, head = self._state(hidden), self.head_of(hidden)
+        if head == self.ALL_HEADS:
+            return self.cell.queries(state).mean(axis=0)
+        return self.cell.query(state, head)
+
+    # -- the updater protocol ----------------------------------------------
 
     def represent(self, item_id: str, vec: np.ndarray) -> np.ndarray:
         rep = self.cell.represent(item_id, vec)
@@ -100,7 +143,9 @@ class LearnedUpdater(InterestUpdater):
         weight: float,
         ts: float,
     ) -> tuple[np.ndarray, float]:
-        new = self.cell.step(hidden, item, np.float32(weight), gap_features(hidden_ts, ts))
+        state = self._state(hidden)
+        new = self.cell.step(state, item, np.float32(weight), gap_features(hidden_ts, ts))
+        new = self._tagged(new, self.head_of(hidden))
         return new, ts if hidden_ts is None else max(hidden_ts, ts)
 
     def merge(
@@ -118,15 +163,24 @@ class LearnedUpdater(InterestUpdater):
         sequence of events leads to, and the cell's output for it can point
         anywhere (on the demo's catalogue, a gardening user's merged state
         ranked finance first). The lighter interest's events are few by
-        construction; its mass still adds to the merged interest.
+        construction; its mass still adds to the merged interest. (Heads of
+        one shared state: the heavier head.)
         """
         hidden = a if a_mass >= b_mass else b
         times = [t for t in (a_ts, b_ts) if t is not None]
         return np.asarray(hidden, dtype=np.float32), max(times) if times else None
 
     def query(self, hidden: np.ndarray) -> np.ndarray:
-        """A unit vector in the catalogue's (text) space: the model's text direction."""
-        return self.cell.text_query(hidden)
+        """A unit vector in the catalogue's (text) space: the model's text direction.
+
+        Of every head at once (`ALL_HEADS`): the mean of the heads' directions.
+        """
+        state, head = self._state(hidden), self.head_of(hidden)
+        if head != self.ALL_HEADS:
+            return self.cell.text_query(state, head)
+        mean = np.mean([self.cell.text_query(state, k) for k in range(self.heads)], axis=0)
+        norm = float(np.linalg.norm(mean))
+        return (mean / norm).astype(np.float32) if norm > 1e-12 else np.zeros_like(mean)
 
     def scores(
         self, hidden: np.ndarray, short: np.ndarray, catalogue: Catalogue, short_weight: float
@@ -135,11 +189,28 @@ class LearnedUpdater(InterestUpdater):
 
         ``short`` and ``short_weight`` are ignored: the cell was trained to
         rank on its own, and its hidden state already carries the recent events.
+        The query is the interest's head's (every head: each row's best).
         """
+        return self.scores_many([hidden], catalogue)[0]
+
+    def scores_many(self, hiddens: list[np.ndarray], catalogue: Catalogue) -> np.ndarray:
+        """[len(hiddens), rows]: `scores` of each interest, in one product for one-head ones."""
         ids, reps, alive = self._representations(catalogue)
+        if not hiddens:
+            return np.zeros((0, len(ids)))
         if not ids:
-            return np.zeros(0)
-        return np.where(alive, self.cell.scores(hidden, reps), -np.inf)
+            return np.zeros((len(hiddens), 0))
+        heads = [self.head_of(h) for h in hiddens]
+        if self.ALL_HEADS in heads:
+            rows = [self.cell.scores(self._state(h), reps, None if k < 0 else k)
+                    for h, k in zip(hiddens, heads, strict=True)]  # fmt: skip
+            raw = np.stack(rows)
+        else:
+            queries = np.stack(
+                [self.cell.query(self._state(h), k) for h, k in zip(hiddens, heads, strict=True)]
+            )
+            raw = queries @ reps.T
+        return np.where(alive[None, :], raw, -np.inf)
 
     def _representations(self, catalogue: Catalogue) -> tuple[list[str], np.ndarray, np.ndarray]:
         """The fused vectors of every catalogue row, recomputed only when the catalogue changed."""

@@ -133,18 +133,18 @@ def _gru_epoch(
         reps = model.item_reps()
         h = model.hidden_states(reps, items[:, :-1], weights[:, :-1], gaps[:, :-1], inputs_len)
         mask = torch.arange(h.shape[1], device=device)[None] < inputs_len[:, None]
-        q = model.queries(h[mask])
         target = items[:, 1:][mask]
+        states = h[mask]
         if cfg.negatives > 0:
             neg = torch.randint(0, n_items, (cfg.negatives,), device=device)
             cand = torch.cat([target, neg])
-            logits = q @ reps[cand].T
+            logits = model.head_scores(states, reps[cand])
             hit = target[:, None] == neg[None]  # a sampled negative equal to the target
             logits[:, len(target) :] = logits[:, len(target) :].masked_fill(hit, -1e9)
             labels = torch.arange(len(target), device=device)
             loss = F.cross_entropy(logits, labels)
         else:
-            loss = F.cross_entropy(q @ reps.T, target)
+            loss = F.cross_entropy(model.head_scores(states, reps), target)
         if cfg.aux_weight > 0:  # multi-task: also predict how the user will act next
             next_w = weights[:, 1:][mask]
             loss = loss + cfg.aux_weight * F.mse_loss(model.next_weight(h[mask]), next_w)
