@@ -178,6 +178,15 @@ def test_cli_ablation_usage_errors(tmp_path: Path) -> None:
     assert stray.exit_code == 2 and "--half-lives apply only with --ablation" in stray.output
     bad_spec = runner.invoke(main, ["eval", "--ablation", "--composition", "open_below=2"])
     assert bad_spec.exit_code == 2 and "open_below" in bad_spec.output
+    # The mode is a name, not a number: checked against the modes there are.
+    bad_mode = runner.invoke(main, ["eval", "--ablation", "--composition", "mode=average"])
+    assert bad_mode.exit_code == 2 and "softmax, quota" in bad_mode.output
+    from streams.cli.evaluate import _composition
+
+    assert _composition("mode=quota,temperature=2") == (
+        {"mode": "quota", "temperature": 2.0},
+        False,
+    )
 
 
 def test_an_unknown_variant_is_an_error() -> None:

@@ -49,7 +49,7 @@ def _floats(text: str) -> list[float]:
     return values
 
 
-def _composition(text: str | None) -> tuple[dict[str, float], bool]:
+def _composition(text: str | None) -> tuple[dict[str, float | str], bool]:
     """``KEY=VALUE,...`` overrides of `models.interest.composition.CompositionSpec`.
 
     And whether ``half_life_s=updater`` asked the mass half-life to follow
@@ -60,7 +60,7 @@ def _composition(text: str | None) -> tuple[dict[str, float], bool]:
     from models.interest.composition import CompositionSpec
 
     known = {f.name: f.type for f in fields(CompositionSpec)}
-    out: dict[str, float] = {}
+    out: dict[str, float | str] = {}
     tie = False
     for part in _names(text):
         key, _, value = part.partition("=")
@@ -71,6 +71,9 @@ def _composition(text: str | None) -> tuple[dict[str, float], bool]:
             )
         if key == "half_life_s" and value == "updater":
             tie = True
+            continue
+        if key == "mode":  # the one setting that is a name (CompositionSpec checks it)
+            out[key] = value
             continue
         try:
             out[key] = int(value) if key == "max_interests" else float(value)
