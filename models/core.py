@@ -90,6 +90,8 @@ class CoreParams:
 
     @property
     def short_term_weight(self) -> float:
+        if _own_space(self.updater):
+            return self.levels.learned_short_weight
         return self.levels.short_weight
 
 
@@ -746,7 +748,7 @@ def with_prior(query_scores: np.ndarray, prior: np.ndarray, params: CoreParams) 
 
 def level_weights(state: UserState, params: CoreParams) -> dict[str, float]:
     """The levels' shares for ``state`` (`models.interest.levels.level_weights` of its gap)."""
-    return levels.level_weights(state.gap_s, params.levels)
+    return levels.level_weights(state.gap_s, params.levels, _own_space(params.updater))
 
 
 def _own_space(updater: InterestUpdater) -> bool:

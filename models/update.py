@@ -44,28 +44,32 @@ class InterestUpdater:
     order_independent
         Whether a late event gives the same state as an in-order one (the
         contract suite checks it where promised).
+    shared_state
+        Whether a user's interests share one hidden state that every event
+        moves, each interest one of the updater's ``heads`` (query heads) of
+        it (`models.interest.composition.absorb`); such an updater also
+        implements `head_scores`, `head_of` and `with_head`. Otherwise each
+        interest is a hidden state of its own, moved by the events routed to it.
     heads
-        Query heads over one shared state. With more than one, a user's
-        interests are the heads of one hidden state that every event moves
-        (`models.interest.composition.absorb`), and the updater also
-        implements `head_scores`, `head_of` and `with_head`.
+        Query heads over a shared state.
     """
 
     name: str = ""
     order_independent: bool = False
+    shared_state: bool = False
     heads: int = 1
 
     def head_scores(self, hidden: np.ndarray, item: np.ndarray) -> np.ndarray:
         """[heads]: how well each head of ``hidden``'s state scores ``item`` (`represent`)."""
-        raise NotImplementedError(f"{type(self).__name__} has one head")
+        raise NotImplementedError(f"{type(self).__name__} shares no state among interests")
 
     def head_of(self, hidden: np.ndarray) -> int:
         """The head an interest's hidden vector ranks by (-1: every head, the best one's score)."""
-        raise NotImplementedError(f"{type(self).__name__} has one head")
+        raise NotImplementedError(f"{type(self).__name__} shares no state among interests")
 
     def with_head(self, hidden: np.ndarray, head: int) -> np.ndarray:
         """``hidden``'s shared state as an interest of head ``head`` (-1: every head)."""
-        raise NotImplementedError(f"{type(self).__name__} has one head")
+        raise NotImplementedError(f"{type(self).__name__} shares no state among interests")
 
     def initial(self, dim: int) -> np.ndarray:
         """The hidden state before any event; ``dim`` is the catalogue's width."""

@@ -36,6 +36,9 @@ TRAIN_USERS = 1000
 #: logs are small and its budget is minutes.
 DEMO_MAX_EPOCHS = 40
 DEMO_PATIENCE = 5
+#: Query heads of the demo's model: several interests per user (README, "The learned
+#: updater with several interests"); a one-head model has one.
+DEMO_HEADS = 4
 
 
 def cache_root() -> Path:
@@ -126,7 +129,7 @@ def demo_updater(training: Workload, *, root: Path | None = None, seed: int = 0)
               "the demo runs the time-decayed rule", flush=True)  # fmt: skip
         return None
     out = (root or cache_root()) / fingerprint(training)
-    cfg = replace(GruConfig(), max_epochs=DEMO_MAX_EPOCHS, patience=DEMO_PATIENCE)
+    cfg = replace(GruConfig(), max_epochs=DEMO_MAX_EPOCHS, patience=DEMO_PATIENCE, heads=DEMO_HEADS)
     # Skips and dislikes stay in: the workers feed the cell their negative
     # weights, so it must have seen some (at the price of a few skipped items
     # among the next-item targets).

@@ -108,6 +108,9 @@ class Settings:
     updater_watch_seconds: float = 10.0
     #: Short-term (window) level's share of the ranking while the user is active.
     short_term_weight: float = 0.3
+    #: The same share for a learned ``updater`` (its state already carries the
+    #: recent events; README, "The learned updater with several interests").
+    learned_short_term_weight: float = 0.0
     #: Long-term level's share while active, and after a long absence (see README "Levels").
     long_term_weight: float = 0.1
     long_term_return_weight: float = 0.6
@@ -403,6 +406,7 @@ class Settings:
     def _levels(self) -> LevelSpec:
         return LevelSpec(
             short_weight=self.short_term_weight,
+            learned_short_weight=self.learned_short_term_weight,
             long_weight=self.long_term_weight,
             long_return_weight=self.long_term_return_weight,
             return_scale_s=self.return_scale_seconds,

@@ -126,8 +126,8 @@ def test_a_model_replaced_mid_stream_is_picked_up_without_a_restart(
         after = [d for d in deltas if d["cause"]["kind"] == "events"
                  and not set(d["cause"]["event_ids"]) & before]  # fmt: skip
         first = [d for d in deltas if set(d["cause"]["event_ids"]) <= before]
-        assert first and {d["model"] for d in first} == {f"learned-gru({old})"}
-        assert after and {d["model"] for d in after} == {f"learned-gru({new})"}
+        assert first and {d["model"] for d in first} == {f"learned-gru({old}, heads=1)"}
+        assert after and {d["model"] for d in after} == {f"learned-gru({new}, heads=1)"}
         assert "hot reload" in log_path.read_text()
         store = open_store(settings)
         try:
@@ -138,7 +138,7 @@ def test_a_model_replaced_mid_stream_is_picked_up_without_a_restart(
         assert set(states) == set(sent)
         for user, state in states.items():
             assert isinstance(state, UserState), user
-            assert state.updater == f"learned-gru({new})", user
+            assert state.updater == f"learned-gru({new}, heads=1)", user
             assert state.events_applied == sent[user], "no event lost or applied twice"
     finally:
         producer.close()

@@ -100,7 +100,7 @@ def test_artifact_round_trip_and_version(artefact) -> None:
     assert manifest["model_version"] == art.model_version
     assert manifest["config"] == {"x": 1}
     assert len(art.item_ids) == N_ITEMS - len(COLD)
-    assert LearnedUpdater(art).name == f"learned-gru({art.model_version})"
+    assert LearnedUpdater(art).name == f"learned-gru({art.model_version}, heads=1)"
 
 
 def test_unknown_format_version_is_refused(artefact) -> None:

@@ -14,9 +14,10 @@ user who likes jazz documentaries and horror gets both, in proportion.
 With ``max_interests = 1`` the decomposition is the single-vector state of
 earlier versions, exactly: every event moves the one interest.
 
-An updater with several query heads over one state (``updater.heads > 1``,
-a learned model trained ComiRec-style) decomposes differently: every event
-moves the one shared state, and the interests are heads of it. The event's
+An updater whose interests share one state (``updater.shared_state``: a
+learned model, its interests query heads over its GRU state) decomposes
+differently: every event moves the one shared state, and the interests are
+heads of it (one head: one interest). The event's
 mass goes to the head that scores its item highest, which opens as a new
 interest if the user had none of that head (`_absorb_heads`); the rest
 (decay, merging close interests, the bound) is as above. With
@@ -146,7 +147,7 @@ def absorb(
     room; a negative one only ever moves the closest. After the move, an
     interest that came within ``spec.merge_above`` of another merges with it.
     """
-    if updater.heads > 1:
+    if updater.shared_state:
         return _absorb_heads(interests, item, weight, ts, updater, spec)
     mass = max(float(weight), 0.0)
     sims = _cosines(interests, direction, updater)
@@ -214,9 +215,7 @@ def _absorb_heads(
             Interest(updater.with_head(hidden, heads[n]), hidden_ts, mass_now, mass_ts, events)
         )
     if moved == len(interests):
-        out.append(
-            Interest(updater.with_head(hidden, want), hidden_ts, max(mass, MIN_MASS), ts, 1)
-        )
+        out.append(Interest(updater.with_head(hidden, want), hidden_ts, max(mass, MIN_MASS), ts, 1))
     return _merge_close(tuple(out), moved, updater, spec)
 
 
