@@ -85,11 +85,15 @@ import urllib.request
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from streams.settings import Settings
+
+if TYPE_CHECKING:
+    from streams.loadtest import Preload, WorkerRun
+    from streams.workload import Workload
 
 #: Settings the benchmark sets itself for each worker; ``--set`` may not change them.
 OWN_SETTINGS = frozenset(
@@ -598,12 +602,12 @@ def run_bench(
 
 
 def generated_catalogue(
-    workload: Any,
+    workload: Workload,
     plan: Plan,
     settings: Settings,
     encoder_cache: str,
     progress: Callable[[str], None],
-) -> Any:
+) -> Preload | None:
     """The generated part of a ``--catalogue-size`` catalogue, encoded (a `Preload`); or None."""
     from tqdm import tqdm
 
@@ -629,8 +633,12 @@ def generated_catalogue(
 
 
 def catalogue_load(
-    workload: Any, preload: Any, pipeline: Any, settings: Settings, stages: Mapping[str, Any]
-) -> dict:
+    workload: Workload,
+    preload: Preload | None,
+    pipeline: WorkerRun,
+    settings: Settings,
+    stages: Mapping[str, Any],
+) -> dict[str, Any]:
     """What the pipeline ranks against, and how long loading it took (the result's ``catalogue``).
 
     ``stages`` is the pipeline's /livez stages once it is ready: its
