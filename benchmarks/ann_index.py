@@ -16,10 +16,16 @@ Two parts, one run, same machine:
   a bigger synthetic catalogue), exact against the index path: recall@10
   of the index path against the exact list, and the per-user ranking
   latency of both, one user at a time and a micro-batch at once.
+* ``text`` (not in ``all``): the same comparison on the catalogue
+  ``interest-stream bench --catalogue-size N`` ranks against: the load
+  workload's 480 items and ``--items`` - 480 generated ones
+  (`streams.workload.catalogue_items`), MiniLM vectors of their texts
+  (`streams.loadtest.encode_items`, cached on disk once encoded), at the
+  default and the swept candidate counts.
 
 Usage::
 
-    python benchmarks/ann_index.py [--part all|libraries|core] [--items 100000] [--users 60]
+    python benchmarks/ann_index.py [--part all|libraries|core|text] [--items 100000] [--users 60]
 """
 
 from __future__ import annotations
@@ -441,9 +447,63 @@ def compare_core(
     return rows, swept
 
 
+def text_catalogue(size: int, users: int, seed: int) -> tuple[Workload, Catalogue]:
+    """The bench's ``--catalogue-size`` catalogue (seed ``seed``) and ``users`` of its users.
+
+    `synthetic_workload` draws its items before its users, so ``users``
+    users over the load workload's items (60 per tag, the same seed) see
+    the catalogue the bench's 500 do.
+    """
+    from models.encoder import ensure_exported
+    from streams.loadtest import ITEMS_PER_TAG, encode_items
+    from streams.workload import catalogue_items
+
+    work = synthetic_workload(users=users, events_per_user=60, items_per_tag=ITEMS_PER_TAG,
+                              seed=seed)  # fmt: skip
+    generated = catalogue_items(max(0, size - len(work.items)), seed=seed)
+    started, artifact = time.perf_counter(), str(ensure_exported().parent)
+    # Apart, as the bench encodes them: the generated items' cached chunks are the bench's.
+    rows = [p.rows for p in (encode_items(work.items, artifact), encode_items(generated, artifact))]
+    print(f"{len(work.items) + len(generated):,} texts encoded (or read from the cache) in "
+          f"{time.perf_counter() - started:.0f} s", flush=True)  # fmt: skip
+    cat = Catalogue(DIM)
+    for row in [*rows[0], *rows[1]]:
+        cat.upsert(row.item_id, row.vector, row.tags)
+    return work, cat
+
+
+def compare_text(size: int, users: int, sweep: list[int], seed: int) -> dict[str, object]:
+    """Exact against index ranking on the bench's text catalogue, at each candidate count."""
+    work, cat = text_catalogue(size, users, seed)
+    exact = CoreParams(ann=AnnSpec(min_items=0))
+    states = user_states(work, cat, exact)
+    start = time.perf_counter()
+    ann.index_for(cat, AnnSpec(min_items=1))
+    build_s = time.perf_counter() - start
+    cat.moments()
+    truth, exact_t = _per_user(rank_exact, states, cat, exact)
+    swept = []
+    for m in sorted({AnnSpec().candidates, *sweep}):
+        found, times = _per_user(
+            rank, states, cat, CoreParams(ann=AnnSpec(min_items=1, candidates=m))
+        )
+        swept.append({"candidates": m, "recall_at_10": _recall(found, truth), **_stats(times)})
+        print(
+            f"  text catalogue {len(cat):,}: candidates {m:4d}: recall@10 "
+            f"{swept[-1]['recall_at_10']:.3f}  p99 {swept[-1]['p99_ms']:.2f} ms",
+            flush=True,
+        )
+    return {
+        "items": len(cat), "users": len(states), "index_build_s": build_s,
+        "exact": _stats(exact_t), "candidate_sweep": swept,
+        "catalogue": f"synthetic_workload(seed={seed}) items + catalogue_items(seed={seed}), "
+        "all-MiniLM-L6-v2 fp32 vectors of their texts",
+    }  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--part", choices=("all", "libraries", "core"), default="all")
+    parser.add_argument("--part", choices=("all", "libraries", "core", "text"), default="all")
     parser.add_argument("--items", type=int, default=100_000)
     parser.add_argument("--sizes", default="5000,10000,20000,50000", help="smaller sizes too")
     parser.add_argument("--queries", type=int, default=300)
@@ -483,10 +543,20 @@ def main() -> None:
             f"seed={args.seed}) in a catalogue of clustered filler items",
             "default_spec": str(AnnSpec()),
         }
+    if args.part == "text":
+        sweep = [int(x) for x in args.sweep.split(",")]
+        result["text"] = compare_text(args.items, args.users, sweep, args.seed)
     result["machine"] = {"python": platform.python_version(), "processor": platform.processor(),
                          "cpus": os.cpu_count()}  # fmt: skip
     bars: dict[str, dict[str, float]] = {}
     core = result.get("core")
+    if args.part == "text":
+        text = result["text"]
+        bars = {"recall@10": {str(r["candidates"]): r["recall_at_10"]
+                              for r in text["candidate_sweep"]}}  # fmt: skip
+        save(args.out, result, bars, ylabel="recall@10 against exact",
+             title=f"Index path on the bench's {text['items']:,}-item text catalogue")  # fmt: skip
+        return
     if isinstance(core, dict):
         bars = {
             "exact p99 ms": {f"{r['items']:,}": r["exact"]["p99_ms"] for r in core["by_size"]},

@@ -2,6 +2,7 @@
 
     interest-stream bench [--quick] [--out benchmarks/results/bench.json]
         [--bootstrap HOST:PORT] [--cassandra HOST:PORT] [--set KEY=VALUE ...]
+        [--catalogue-size N]
 
 One run, one broker, the same topic and consumer settings for both workers:
 
@@ -17,6 +18,22 @@ worker that falls behind shows as lag and latency, never as a slower
 producer. The workload is `streams.workload.synthetic_workload` (500 users,
 60 events each, the demo's 480-item catalogue), replayed with fresh user and
 event ids per cycle.
+
+**A bigger catalogue.** ``--catalogue-size N`` ranks against N items: the
+workload's 480 and N - 480 generated ones (`streams.workload.catalogue_items`,
+seeded by ``--seed``), which the events never touch but every ranking
+scores. Past ``ann_min_items`` (10,000) the pipeline ranks through its
+approximate index (`models.ann`). The generated items are encoded once here,
+with the export and precision the workers run (`streams.loadtest.encode_items`;
+fp32 vectors cached on disk, so a second run reads them), and written into
+the pipeline's store before it starts, with the content hash its items
+agent keys its embedding cache on, as that agent would have left them
+(`streams.loadtest.write_preload`): the worker loads them and builds the
+index at start, as a restarted worker does, instead of encoding 100,000 texts
+at ~170 items/s. The workload's own items still come through the items
+topic. The result's ``catalogue`` says how big it was, how long each part
+of the load took, and whether the index ranked: the worker's ``ann_search``
+stage (`models.core`) over the whole run.
 
 **A step** offers one rate for ``--step-seconds``. It is *sustainable* when
 all four hold:
@@ -68,11 +85,15 @@ import urllib.request
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from streams.settings import Settings
+
+if TYPE_CHECKING:
+    from streams.loadtest import Preload, WorkerRun
+    from streams.workload import Workload
 
 #: Settings the benchmark sets itself for each worker; ``--set`` may not change them.
 OWN_SETTINGS = frozenset(
@@ -83,12 +104,14 @@ LAG_SAMPLE_S = 0.25
 SHARED_NOTE = "a shared machine: other sessions' CPU use is not controlled"
 #: Stages in the order the table and the bar chart show them (others follow).
 STAGE_ORDER = (
-    "queue_wait", "decode", "state_read", "encode", "core", "rank", "summary", "state_write",
+    "queue_wait", "decode", "state_read", "encode", "core", "rank", "ann_search", "summary",
+    "state_write",
     "serialise", "produce", "commit", "catalogue_sync", "online_part", "thread_hop", "recheck",
     "other",
 )  # fmt: skip
-STAGE_LABELS = {"core": "core update", "rank": "ranking", "state_read": "state read",
-                "state_write": "state write", "thread_hop": "thread hop"}  # fmt: skip
+STAGE_LABELS = {"core": "core update", "rank": "ranking", "ann_search": "index search",
+                "state_read": "state read", "state_write": "state write",
+                "thread_hop": "thread hop"}  # fmt: skip
 
 
 # -- the decision: pure, tested with fake steps -----------------------------------------------
@@ -419,6 +442,8 @@ class Plan:
     p99_limit_ms: float = 500.0
     seed: int = 1
     keep_data: bool = False
+    #: Items the pipeline ranks against; None: the workload's own (480).
+    catalogue_size: int | None = None
 
     @classmethod
     def defaults(cls, quick: bool, **given: Any) -> Plan:
@@ -434,7 +459,20 @@ class Plan:
             raise ValueError("--step-seconds, --start-rate and --measure-seconds must be > 0")
         if plan.bisections < 0 or plan.p99_limit_ms <= 0:
             raise ValueError("--bisections must be >= 0 and --p99-limit-ms > 0")
+        if plan.catalogue_size is not None and plan.catalogue_size < workload_items():
+            raise ValueError(
+                f"--catalogue-size {plan.catalogue_size}: at least the workload's own "
+                f"{workload_items()} items (leave it out for just those)"
+            )
         return plan
+
+
+def workload_items() -> int:
+    """Items of the benchmark's workload (`streams.loadtest.load_workload`)."""
+    from streams.loadtest import ITEMS_PER_TAG
+    from streams.workload import TAGS
+
+    return ITEMS_PER_TAG * len(TAGS)
 
 
 def run_bench(
@@ -460,6 +498,7 @@ def run_bench(
 
     began = time.monotonic()
     workload = load_workload(plan.seed)
+    preload = generated_catalogue(workload, plan, settings, encoder_cache, progress)
     limits = Limits(p99_ms=plan.p99_limit_ms, commit_interval_s=settings.commit_interval_seconds)
     records = endless_records(workload)
     load_start = os.getloadavg()[0]
@@ -469,7 +508,8 @@ def run_bench(
     def start(kind: str) -> None:
         try:
             runs[kind] = WorkerRun.start(bootstrap, kind[:4], workload, encoder_cache,
-                                         base=settings, kind=kind, name="bench")  # fmt: skip
+                                         base=settings, kind=kind, name="bench",
+                                         preload=preload if kind == PIPELINE else None)  # fmt: skip
         except BaseException as exc:  # re-raised below, after both starts returned
             errors.append(exc)
 
@@ -485,6 +525,9 @@ def run_bench(
             raise errors[0]
         loaded = {k: Loaded(runs[k], records, limits) for k in (PASSTHROUGH, PIPELINE)}
         started_s = time.monotonic() - began
+        catalogue = catalogue_load(workload, preload, runs[PIPELINE], settings,
+                                   loaded[PIPELINE].stages())  # fmt: skip
+        progress(catalogue_line(catalogue))
         result: dict[str, Any] = {}
         drain_timeout = max(30.0, 3 * plan.step_seconds)
         with tqdm(desc="bench", unit="step", mininterval=0.5, dynamic_ncols=True) as bar:
@@ -527,6 +570,9 @@ def run_bench(
             else None
         )
         result["pipeline_over_passthrough"] = None if ratio is None else round(ratio, 3)
+        searched = loaded[PIPELINE].stages().get("behaviours", {}).get("seconds", {})
+        catalogue["index_search_s"] = round(searched.get("ann_search", 0.0), 3)
+        catalogue["index_used"] = catalogue["index_search_s"] > 0
         wall_s = time.monotonic() - began
     finally:
         for kind, run in runs.items():
@@ -547,11 +593,111 @@ def run_bench(
             if f.name not in OWN_SETTINGS and "password" not in f.name
         },
         "workload": f"{workload.description}, replayed in cycles with fresh user and event ids",
+        "catalogue": catalogue,
         "machine": machine(load_start, SHARED_NOTE),
         "workers_started_s": round(started_s, 1),
         "wall_s": round(wall_s, 1),
         **result,
     }
+
+
+def generated_catalogue(
+    workload: Workload,
+    plan: Plan,
+    settings: Settings,
+    encoder_cache: str,
+    progress: Callable[[str], None],
+) -> Preload | None:
+    """The generated part of a ``--catalogue-size`` catalogue, encoded (a `Preload`); or None."""
+    from tqdm import tqdm
+
+    from streams.loadtest import encode_items
+    from streams.workload import catalogue_items
+
+    extra = 0 if plan.catalogue_size is None else plan.catalogue_size - len(workload.items)
+    if extra <= 0:
+        return None
+    items = catalogue_items(extra, seed=plan.seed)
+    progress(f"encoding {extra:,} generated catalogue items (cached on disk once encoded)")
+    with tqdm(total=extra, desc="catalogue", unit="item", mininterval=1.0,
+              dynamic_ncols=True) as bar:  # fmt: skip
+        done = 0
+
+        def advance(now: int) -> None:
+            nonlocal done
+            bar.update(now - done)
+            done = now
+
+        return encode_items(items, encoder_cache, precision=settings.encoder_precision,
+                            progress=advance)  # fmt: skip
+
+
+def catalogue_load(
+    workload: Workload,
+    preload: Preload | None,
+    pipeline: WorkerRun,
+    settings: Settings,
+    stages: Mapping[str, Any],
+) -> dict[str, Any]:
+    """What the pipeline ranks against, and how long loading it took (the result's ``catalogue``).
+
+    ``stages`` is the pipeline's /livez stages once it is ready: its
+    ``startup`` part (`streams.worker.run_worker`) has the catalogue it
+    loaded from its store and the seconds of the index build. ``index_search_s``
+    and ``index_used`` are filled in after the run.
+    """
+    generated = 0 if preload is None else len(preload.rows)
+    items = len(workload.items) + generated
+    timings = pipeline.timings
+    load = {"encode_s": 0.0, "chunks_cached": 0, "chunks": 0}
+    if preload is not None:
+        load = {"encode_s": preload.encode_s, "chunks_cached": preload.chunks_cached,
+                "chunks": preload.chunks}  # fmt: skip
+    load |= {
+        "topics_s": timings.get("topics_s", 0.0),
+        "store_write_s": timings.get("store_write_s", 0.0),
+        "worker_ready_s": timings["ready_s"],
+    }
+    load["total_s"] = round(load["encode_s"] + load["topics_s"] + load["store_write_s"]
+                            + load["worker_ready_s"], 2)  # fmt: skip
+    startup = stages.get("startup") or {}
+    took = startup.get("seconds") or {}
+    load["worker_catalogue_s"] = round(took.get("catalogue_sync", 0.0), 2)
+    return {
+        "items": items,
+        "workload_items": len(workload.items),
+        "generated_items": generated,
+        "generator": None if preload is None else "streams.workload.catalogue_items",
+        "ann_min_items": settings.ann_min_items,
+        "index_expected": settings.ann_min_items > 0 and items > settings.ann_min_items,
+        "index_built": None
+        if "ann_build" not in took
+        else {
+            "items": startup.get("records", 0),
+            "seconds": round(took["ann_build"], 2),
+            "moments_s": round(took.get("moments", 0.0), 2),
+        },
+        "load": load,
+    }
+
+
+def catalogue_line(catalogue: Mapping[str, Any]) -> str:
+    """One line on the catalogue and its load, for the progress output and the table."""
+    load, built = catalogue["load"], catalogue["index_built"]
+    parts = []
+    if catalogue["generated_items"]:
+        parts.append(
+            f"encoded in {load['encode_s']:g} s ({load['chunks_cached']} of {load['chunks']} "
+            f"chunks from the cache), topics {load['topics_s']:g} s, "
+            f"store {load['store_write_s']:g} s"
+        )
+    parts.append(
+        f"pipeline ready in {load['worker_ready_s']:g} s (its catalogue read from its store in "
+        f"{load.get('worker_catalogue_s', 0.0):g} s"
+        + (")" if built is None else f", index of {built['items']:,} items built in "
+           f"{built['seconds']:g} s)")
+    )  # fmt: skip
+    return f"catalogue load {load['total_s']:g} s: " + ", ".join(parts)
 
 
 def measure_half(
@@ -606,6 +752,7 @@ def table(result: Mapping[str, Any]) -> str:
         ),
         ("pipeline max", f"{pipe['max_rate_per_s']:,.1f} events/s"),
         ("pipeline / pass-through", "n/a" if ratio is None else f"{ratio:.3f}x"),
+        *_catalogue_rows(result.get("catalogue")),
     ]
     rows += _half_rows(half) if half else [("half max", "not measured: no sustainable step")]
     rows.append(("wall time", f"{result['wall_s']:g} s (workers started in "
@@ -621,6 +768,23 @@ def table(result: Mapping[str, Any]) -> str:
             lines.append(f"  {kind:24s} {s['rate']:9,.1f} {_ms(ms['p50'])} {_ms(ms['p95'])} "
                          f"{_ms(ms['p99'])} {_num(s['commit_s'])}  {verdict}")  # fmt: skip
     return "\n".join(lines)
+
+
+def _catalogue_rows(catalogue: Mapping[str, Any] | None) -> list[tuple[str, str]]:
+    if catalogue is None:  # a result written before the catalogue was recorded
+        return []
+    size = f"{catalogue['items']:,} items"
+    if catalogue["generated_items"]:
+        size += f" ({catalogue['workload_items']:,} of the workload's, "
+        size += f"{catalogue['generated_items']:,} generated)"
+    if catalogue.get("index_used"):
+        how = f"through the index (searched {catalogue['index_search_s']:g} s in all)"
+    elif catalogue["index_expected"]:
+        how = "exact: the index was expected but never searched"
+    else:
+        how = f"exact (at most ann_min_items {catalogue['ann_min_items']:,})"
+    load = catalogue_line(catalogue).removeprefix("catalogue load ")
+    return [("catalogue", size), ("catalogue ranking", how), ("catalogue load", load)]
 
 
 def _half_rows(half: Mapping[str, Any]) -> list[tuple[str, str]]:

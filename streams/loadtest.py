@@ -13,6 +13,10 @@
 - `Probe`: a worker's memory and CPU (``/proc``) and its group's lag.
 - `find_max_rate`: the unpaced throughput of a saturating batch (the soak's
   first phase).
+- `encode_items` and `Preload`: a bigger catalogue, encoded once here and
+  written into a pipeline worker's store before it starts, as its items
+  agent would have left it (the worker then loads it, and does not encode
+  it, as a restarted worker does).
 
 ``interest-stream bench`` (`streams.bench`), ``benchmarks/soak.py`` and
 ``benchmarks/pipeline_vs_passthrough.py`` use them.
@@ -33,17 +37,21 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.errors import KafkaError
 
+from streams import codec
 from streams.admin import admin_client, delete_topics, ensure_topics, wait_committed
 from streams.ports import free_port
+from streams.processor import content_hash
 from streams.security import kafka_security
 from streams.settings import Settings, load_settings
+from streams.stores.base import StoredItem
 from streams.tail import ends_of, publish
 from streams.worker import spawn_worker, stop_worker
 from streams.workload import Workload, synthetic_workload, to_json_bytes
@@ -92,6 +100,133 @@ def endless_records(workload: Workload) -> Iterator[tuple[bytes, bytes]]:
             user = f"{tag}-{event['user_id']}"
             renamed = {**event, "user_id": user, "event_id": f"{event['event_id']}-{tag}"}
             yield user.encode(), to_json_bytes(renamed)
+
+
+# -- a bigger catalogue -----------------------------------------------------------------------
+
+#: Texts per cached embedding file: an encoding stopped midway keeps the chunks it finished.
+ENCODE_CHUNK = 4096
+#: Rows per store write when a catalogue is preloaded.
+WRITE_CHUNK = 2000
+
+
+@dataclass(frozen=True)
+class Preload:
+    """Items for a pipeline worker's store, as its items agent would have written them.
+
+    Attributes
+    ----------
+    rows
+        Store rows: vector, title, tags and the content hash the items agent
+        keys its embedding cache on (`streams.processor.content_hash`).
+    texts
+        What the items agent encodes for each row (`codec.decode_item`'s
+        text), which the shared topic model learns from.
+    encode_s
+        Seconds `encode_items` took, cached chunks included.
+    chunks_cached
+        How many of its ``ENCODE_CHUNK`` chunks were read from the embedding cache.
+    chunks
+        How many chunks there were.
+    """
+
+    rows: list[StoredItem]
+    texts: list[str]
+    encode_s: float
+    chunks_cached: int
+    chunks: int
+
+
+def encode_items(
+    items: Sequence[dict],
+    encoder_cache: str,
+    *,
+    precision: str = "fp32",
+    progress: Callable[[int], None] = lambda done: None,
+) -> Preload:
+    """Encode ``items`` (``items`` topic values) once, with the export the workers run.
+
+    Each value goes through the items agent's decoder, so the text encoded
+    and its content hash are the ones the worker would compute. fp32 vectors
+    are cached on disk per ``ENCODE_CHUNK`` texts (`models.encoder.embedding_cache`,
+    keyed on the export and the texts): a second run reads them in seconds.
+    Another precision is encoded on every run, on the CPU. ``progress`` gets
+    the number of items done after each chunk. A value the decoder refuses
+    is a ValueError.
+    """
+    from models.encoder import OnnxEncoder
+    from models.encoder.artifact import find_exported
+    from models.encoder.embedding_cache import (
+        cache_key,
+        cached_embeddings,
+        default_embedding_cache_dir,
+    )
+
+    artifact = find_exported(Path(encoder_cache))
+    if artifact is None:
+        raise ValueError(f"no encoder export in {encoder_cache} (`interest-stream models export`)")
+    decoded = []
+    for item in items:
+        update = codec.decode_item(item["item_id"].encode(), to_json_bytes(item))
+        if not isinstance(update, codec.ItemUpdate):
+            raise ValueError(f"generated item {item['item_id']!r} does not decode: {update}")
+        decoded.append(update)
+    texts = [u.text for u in decoded]
+    started = time.perf_counter()
+    encoder = (
+        None if precision == "fp32" else OnnxEncoder(artifact, device="cpu", precision=precision)
+    )
+    name = OnnxEncoder.name if encoder is None else encoder.name
+    vectors, cached = [], 0
+    chunks = range(0, len(texts), ENCODE_CHUNK)
+    for start in chunks:
+        chunk = texts[start : start + ENCODE_CHUNK]
+        if encoder is None:
+            cached += (
+                default_embedding_cache_dir() / f"{cache_key(chunk, artifact)}.npy"
+            ).is_file()
+            vectors.append(cached_embeddings(chunk, artifact))
+        else:
+            vectors.append(encoder.encode(chunk))
+        progress(start + len(chunk))
+    matrix = np.concatenate(vectors) if vectors else np.zeros((0, 0), dtype=np.float32)
+    rows = [
+        StoredItem(u.item_id, matrix[k], u.title, u.tags, content_hash(name, u.text))
+        for k, u in enumerate(decoded)
+    ]
+    return Preload(rows, texts, round(time.perf_counter() - started, 2), cached, len(chunks))
+
+
+def write_preload(settings: Settings, preload: Preload) -> dict[str, float]:
+    """Write ``preload`` into the store ``settings`` name, as the items agent would.
+
+    The agent's order: the shared topic model learns the items first (when
+    ``topics_enabled``), then the rows go to the store, whose change feed
+    the worker's catalogue reads. Returns the seconds each took.
+    """
+    from streams.shared_topics import SharedTopics
+    from streams.stores import open_store
+
+    store = open_store(settings)
+    try:
+        started = time.perf_counter()
+        if settings.topics_enabled and preload.rows:
+            shared = SharedTopics(store, len(preload.rows[0].vector),
+                                  max_topics=settings.max_topics)  # fmt: skip
+            shared.learn(
+                [
+                    (r.item_id, r.vector, t)
+                    for r, t in zip(preload.rows, preload.texts, strict=True)
+                ],
+                [],
+            )
+        learned = time.perf_counter()
+        for start in range(0, len(preload.rows), WRITE_CHUNK):
+            store.put_items(preload.rows[start : start + WRITE_CHUNK])
+        written = time.perf_counter()
+    finally:
+        store.close()
+    return {"topics_s": round(learned - started, 2), "store_write_s": round(written - learned, 2)}
 
 
 # -- the bare Faust pass-through --------------------------------------------------------------
@@ -168,6 +303,9 @@ class WorkerRun:
     producer: KafkaProducer
     kind: str = PIPELINE
     security: dict[str, object] = field(default_factory=dict)
+    #: Seconds the start took: writing a `Preload` (``topics_s``, ``store_write_s``),
+    #: and from the worker's spawn to its taking the catalogue (``ready_s``).
+    timings: dict[str, float] = field(default_factory=dict)
 
     @classmethod
     def start(
@@ -181,9 +319,19 @@ class WorkerRun:
         kind: str = PIPELINE,
         name: str = "soak",
         ready_timeout: float = 300.0,
+        preload: Preload | None = None,
     ) -> WorkerRun:
+        """Start a worker; a pipeline's store first gets ``preload``, its catalogue's rest.
+
+        The pipeline is ready once it committed ``workload.items`` on the
+        items topic (it encodes those itself); the preloaded items it reads
+        from its store at start, and builds their index there when the
+        catalogue is past ``ann_min_items``.
+        """
         if kind not in (PIPELINE, PASSTHROUGH):
             raise ValueError(f"kind must be {PIPELINE!r} or {PASSTHROUGH!r}, not {kind!r}")
+        if preload is not None and kind != PIPELINE:
+            raise ValueError("only a pipeline worker has a catalogue to preload")
         run = uuid.uuid4().hex[:8]
         settings = (base or Settings()).replace(
             app_id=f"{name}-{phase}-{run}",
@@ -198,11 +346,13 @@ class WorkerRun:
         security = kafka_security(settings)
         with _CREATING:
             ensure_topics(bootstrap, settings.topics, **security)
+        timings = write_preload(settings, preload) if preload is not None else {}
         log = Path(settings.data_dir) / "worker.log"
         spawn = spawn_worker if kind == PIPELINE else spawn_passthrough
+        spawned = time.perf_counter()
         worker = spawn(settings, bootstrap, log)
         producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, **security)
-        started = cls(settings, bootstrap, worker, producer, kind, security)
+        started = cls(settings, bootstrap, worker, producer, kind, security, timings)
         try:
             topics = settings.topics
             if kind == PIPELINE:
@@ -216,6 +366,7 @@ class WorkerRun:
         except BaseException:
             started.close()
             raise
+        started.timings["ready_s"] = round(time.perf_counter() - spawned, 2)
         return started
 
     def alive(self) -> bool:

@@ -198,6 +198,19 @@ def _encode_isolated(encoder: Encoder, texts: Sequence[str]) -> list[np.ndarray 
     return results
 
 
+def content_hash(encoder_name: str, text: str) -> str:
+    """What the items agent keys its embedding cache on: the encoder and the text it encodes.
+
+    A stored item whose hash equals a new record's is not encoded again
+    (`ItemProcessor`); a load tool that encodes items itself writes the same
+    hash, so the worker treats its rows as its own.
+
+    >>> content_hash("minilm-l6-v2-onnx", "A jazz trio")[:12]
+    'f0987b891111'
+    """
+    return hashlib.sha1(f"{encoder_name}\x1f{text}".encode()).hexdigest()
+
+
 def _finite(vector: np.ndarray) -> np.ndarray | Exception:
     if np.isfinite(vector).all():
         return vector
@@ -315,7 +328,7 @@ class ItemProcessor:
         shared.learn(observed, [r.item_id for r in rows if r.vector is None])
 
     def _content_hash(self, text: str) -> str:
-        return hashlib.sha1(f"{self.encoder.name}\x1f{text}".encode()).hexdigest()
+        return content_hash(self.encoder.name, text)
 
     def _wakeups(self, item_ids: list[str]) -> list[Output]:
         by_user: dict[str, set[str]] = {}
@@ -418,12 +431,20 @@ class BehaviourProcessor:
         """Load the catalogue and, past ``ann.min_items``, build its index, before consuming.
 
         At 100,000 items the graph takes ~20 s to build: built at the
-        first batch instead, that batch's events would wait for it.
+        first batch instead, that batch's events would wait for it. So would
+        they for the catalogue's moments (the index path's z-scores), a pass
+        over every row: they are computed here too. Each part is a stage
+        (``catalogue_sync``, ``ann_build``, ``moments``) of the clock open
+        around the call, if any (the worker reports them in its /livez).
         """
-        self.sync.refresh()
+        with stage("catalogue_sync"):
+            self.sync.refresh()
         if self.params.ann.applies(self.sync.catalogue):
             started = time.perf_counter()
-            ann.index_for(self.sync.catalogue, self.params.ann)
+            with stage("ann_build"):
+                ann.index_for(self.sync.catalogue, self.params.ann)
+            with stage("moments"):
+                self.sync.catalogue.moments()
             log.info(
                 "catalogue index of %d items built in %.1f s",
                 len(self.sync.catalogue),

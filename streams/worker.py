@@ -13,6 +13,7 @@ import faust
 
 from models.encoder import OnnxEncoder, ensure_exported
 from models.encoder.base import Encoder
+from models.stages import StageClock, measuring
 from streams.admin import ensure_topics
 from streams.app import build_runtime, create_app
 from streams.health import Health, HealthServer, Heartbeat, heartbeat_interval, worker_prober
@@ -72,7 +73,10 @@ def run_worker(settings: Settings, bootstrap: str) -> None:
             encoder = open_encoder(settings)
             ensure_topics(bootstrap, settings.topics, **kafka_security(settings))
             runtime = build_runtime(settings, store, encoder, health)
-            runtime.behaviours.warm()
+            with measuring(StageClock()) as clock:
+                runtime.behaviours.warm()
+            # /livez "stages" -> "startup": the catalogue load and index build, over its items.
+            health.time("startup", clock.seconds, len(runtime.behaviours.sync.catalogue))
             app = create_app(settings, bootstrap, runtime)
             heartbeat = Heartbeat(health, heartbeat_interval(settings.health_stall_seconds))
             worker = faust.Worker(app, heartbeat, loglevel=settings.log_level, quiet=True)

@@ -2,6 +2,8 @@
 
 `synthetic_workload` builds a catalogue of English item titles clustered by
 tag and users whose interest shifts at known points (`Drift`);
+`catalogue_items` draws a bigger catalogue of such items (up to 165,888
+distinct texts);
 `movielens_workload` reads the MovieLens-100K files; `bad_behaviour_records`
 and `bad_item_records` are malformed Kafka records with the reason code a
 validator must give them. Pure Python + numpy; the only I/O is reading the
@@ -305,6 +307,76 @@ def synthetic_workload(
         + (f", user_seed={user_seed})" if user_seed is not None else ")")
     )
     return Workload(items, events, drifts, description)
+
+
+#: When a generated catalogue item's story happens (`catalogue_items`): a fourth slot
+#: of its title, shared by every tag, so a tag holds 20,736 distinct texts, not 216.
+_WHEN: tuple[str, ...] = (
+    "one winter", "after midnight", "during a heatwave", "on New Year's Eve", "in 1969",
+    "in the year 2090", "during a thunderstorm", "on a school holiday", "at the end of the war",
+    "in the spring of 1985", "over one long weekend", "on the longest day of the year",
+    "during a power cut", "at the turn of the century", "in a single afternoon",
+    "after a long absence", "before the first snow", "during the summer festival",
+    "on a moonless night", "in the autumn of 1999", "on the eve of a wedding",
+    "in the last days of summer", "during a city-wide strike", "as the harvest begins",
+)  # fmt: skip
+
+
+def catalogue_capacity() -> int:
+    """Distinct texts `catalogue_items` draws from before it numbers repeats ("part N").
+
+    >>> catalogue_capacity()
+    165888
+    """
+    return sum(len(s) * len(v) * len(p) * len(_WHEN) * len(d) for s, v, p, d in _VOCAB.values())
+
+
+def catalogue_items(count: int, *, seed: int = 0, prefix: str = "g") -> list[dict]:
+    """``count`` generated ``items`` values: distinct, plausible, tagged texts, seeded.
+
+    A catalogue bigger than `synthetic_workload`'s, for what grows with the
+    catalogue (ranking, the approximate index, loading it): the same eight
+    tags and vocabulary, with a fourth slot (when the story happens) and the
+    detail sentence drawn per item, so that no two texts are equal up to
+    `catalogue_capacity` items (past it, a repeat gets ", part N"). Ids are
+    ``prefix`` and a 6-digit number; their texts never equal a
+    `synthetic_workload` item's (those have no fourth slot).
+
+    >>> items = catalogue_items(3, seed=1)
+    >>> [i["item_id"] for i in items], items[0]["tags"]
+    (['g000001', 'g000002', 'g000003'], ['finance'])
+    >>> for sentence in items[0]["text"].split(". "):
+    ...     print(sentence)
+    A young stock trader profits from a cryptocurrency crash during a thunderstorm
+    A practical guide to saving, investing and managing debt.
+    >>> len({i["text"] for i in catalogue_items(20_000, seed=2)})
+    20000
+    """
+    if count < 0:
+        raise ValueError(f"count must be >= 0, got {count}")
+    sizes = [(tag, len(s), len(v), len(p), len(d)) for tag, (s, v, p, d) in _VOCAB.items()]
+    per_tag = [s * v * p * len(_WHEN) * d for _, s, v, p, d in sizes]
+    capacity = sum(per_tag)
+    rng = np.random.default_rng([seed, 0x6361])  # "ca": apart from the workloads' own draws
+    order = rng.permutation(capacity)
+    starts = np.cumsum([0, *per_tag])
+    items = []
+    for k in range(count):
+        combo = int(order[k % capacity])
+        t = int(np.searchsorted(starts, combo, side="right")) - 1
+        tag, _, n_v, n_p, n_d = sizes[t]
+        rest = combo - int(starts[t])
+        rest, d = divmod(rest, n_d)
+        rest, w = divmod(rest, len(_WHEN))
+        rest, p = divmod(rest, n_p)
+        s, v = divmod(rest, n_v)
+        subjects, verbs, settings, details = _VOCAB[tag]
+        title = f"{subjects[s]} {verbs[v]} {settings[p]} {_WHEN[w]}"
+        if k >= capacity:
+            title += f", part {k // capacity + 1}"
+        items.append({"item_id": f"{prefix}{k + 1:06d}", "title": title,
+                      "text": f"{title}. {details[d]}.", "tags": [tag]})  # fmt: skip
+    return items
 
 
 def _need(folder: Path, name: str) -> Path:

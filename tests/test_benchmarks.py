@@ -11,9 +11,12 @@ import array
 import importlib.util
 import json
 import math
+import os
 import subprocess
 import sys
 from pathlib import Path
+
+import numpy as np
 
 from tests.paths import ROOT, run_benchmark
 
@@ -299,6 +302,51 @@ def test_bench_quick_finds_both_maxima_and_writes_json_plots_and_a_table(
     for name in ("latency", "lag", "stages"):
         assert (tmp_path / f"bench-{name}.png").read_bytes()[:8] == PNG_MAGIC
     assert "pipeline / pass-through" in run.stdout and "stage shares" in run.stdout
+    catalogue = report["catalogue"]  # the workload's own: ranked exactly, no index
+    assert catalogue["items"] == 480 and catalogue["generated_items"] == 0
+    assert not catalogue["index_expected"] and catalogue["index_built"] is None
+    assert not catalogue["index_used"] and "ann_search" not in stages
+
+
+def test_bench_catalogue_size_preloads_generated_items_and_the_index_ranks(
+    tmp_path: Path, encoder_artifact: Path
+) -> None:
+    """``--catalogue-size``: 1,520 generated items join the 480, and the index path ranks.
+
+    ``ann_min_items`` is lowered below the catalogue (10,000 by default) so a
+    CI-sized catalogue takes the path a 100,000-item one takes.
+    """
+    out = tmp_path / "bench.json"
+    env = {**os.environ, "INTEREST_STREAM_HOME": str(tmp_path / "home")}  # its embedding cache
+    run = subprocess.run(
+        [sys.executable, "-m", "streams.cli", "bench", "--quick", "--catalogue-size", "2000",
+         "--set", "ann_min_items=1000", "--out", str(out),
+         "--encoder-cache", str(encoder_artifact.parent)],
+        cwd=ROOT, capture_output=True, text=True, timeout=400, env=env,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    report = json.loads(out.read_text())
+    assert report["plan"]["catalogue_size"] == 2000
+    catalogue = report["catalogue"]
+    assert (catalogue["items"], catalogue["workload_items"], catalogue["generated_items"]) == (
+        2000,
+        480,
+        1520,
+    )
+    assert catalogue["generator"] == "streams.workload.catalogue_items"
+    # The worker loaded the preloaded rows from its store and built their index at start.
+    assert catalogue["index_expected"] and catalogue["index_built"]["items"] == 1520
+    # ... and its rankings went through it: the index was searched, a stage of its own.
+    assert catalogue["index_used"] and catalogue["index_search_s"] > 0
+    assert report["half_max"]["stages"]["ann_search"]["share"] > 0
+    load = catalogue["load"]
+    assert load["chunks"] == 1 and load["chunks_cached"] == 0  # encoded here, once
+    assert load["encode_s"] > 0 and load["worker_ready_s"] > 0
+    assert load["total_s"] >= load["encode_s"] + load["worker_ready_s"]
+    cache = list((tmp_path / "home" / "item-embeddings").glob("*.npy"))
+    assert len(cache) == 1 and np.load(cache[0]).shape == (1520, 384)
+    assert report["pipeline"]["max_rate_per_s"] > 0 and report["half_max"]["deltas"] > 0
+    assert "through the index" in run.stdout and "catalogue load" in run.stdout
 
 
 def test_bench_bad_set_key_is_a_one_line_error() -> None:

@@ -33,6 +33,13 @@ DEFAULT_OUT = Path("benchmarks") / "results" / "bench.json"
 @click.option("--measure-seconds", type=float, help="Run at half the pipeline max (30; 3).")
 @click.option("--p99-limit-ms", type=float, help="Sustainable p99 at most (500; --quick 1000).")
 @click.option("--seed", type=int, help="Synthetic workload seed (1).")
+@click.option(
+    "--catalogue-size",
+    type=click.IntRange(min=1),
+    metavar="N",
+    help="Rank against N items: the workload's 480 plus generated ones, encoded once here "
+    "and preloaded into the pipeline's store (default: the workload's own).",
+)
 @click.option("--encoder-cache", help="ONNX export folder (default: the user cache).")
 @click.option("--keep-data", is_flag=True, help="Keep the workers' folders (log, store).")
 def bench(
@@ -47,6 +54,7 @@ def bench(
     measure_seconds: float | None,
     p99_limit_ms: float | None,
     seed: int | None,
+    catalogue_size: int | None,
     encoder_cache: str | None,
     keep_data: bool,
 ) -> None:
@@ -55,6 +63,8 @@ def bench(
     Open-loop load at fixed rates, a ramp per worker on the same broker and
     topic settings, then latency, lag and the time per stage at half the
     pipeline's maximum. Prints a table; writes JSON and PNG plots.
+    ``--catalogue-size 100000`` measures it with a catalogue that the
+    approximate index ranks.
     """
     from streams.admin import BrokerError
     from streams.bench import Plan, finite, parse_sets, plot, run_bench, table
@@ -64,7 +74,8 @@ def bench(
         overrides = parse_sets(sets)
         plan = Plan.defaults(quick, step_seconds=step_seconds, start_rate=start_rate,
                              bisections=bisections, measure_seconds=measure_seconds,
-                             p99_limit_ms=p99_limit_ms, seed=seed, keep_data=keep_data)  # fmt: skip
+                             p99_limit_ms=p99_limit_ms, seed=seed, keep_data=keep_data,
+                             catalogue_size=catalogue_size)  # fmt: skip
     except ValueError as exc:
         raise click.ClickException(str(exc)) from exc
     try:
@@ -88,7 +99,14 @@ def bench(
                 f"Kafka at {address}" if settings.bootstrap_servers else "embedded tansu (memory)"
             )
             click.echo(f"bench on {name}, store {settings.store}", err=True)
-            result = run_bench(settings, address, plan, cache, broker_name=name)
+            result = run_bench(
+                settings,
+                address,
+                plan,
+                cache,
+                broker_name=name,
+                progress=lambda line: click.echo(line, err=True),
+            )
     except BrokerError as exc:
         raise click.ClickException(f"{exc} (or leave out --bootstrap: an embedded broker)") from exc
     except RuntimeError as exc:  # a worker exited, or a step never drained
