@@ -763,10 +763,42 @@ def _mid_scores(
     if not state.interests:
         return None
     updater = params.updater
+    phrases = _phrase_directions(state, params)
+    if phrases is not None:
+        dirs, shares_ = phrases
+        return composition.compose_standardised(
+            view.z_many(dirs), shares_, params.composition.temperature, params.composition.mode
+        )
     if _own_space(updater):
         return view.own_mid(state, params)
     zs = view.z_many(np.stack([updater.query(i.hidden) for i in state.interests]))
     return _composed_mid(state, params, zs)
+
+
+def _phrase_directions(
+    state: UserState, params: CoreParams
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """A cold user's query phrases, when a learned model would rank the user's mid term.
+
+    A model with an item space of its own learned from item sequences, not
+    from phrases: its state after a query alone is a few steps on items it
+    never saw, and on the demo's catalogue "space and cooking" ranked only
+    space. Until the user has consumed ``params.popularity.cold_items``
+    items, the mid-term level is the positive phrases' catalogue-space
+    directions composed by their weights, as the time-decayed rule's phrase
+    interests are; None otherwise (and for every other updater).
+    """
+    if (
+        state.query is None
+        or not _own_space(params.updater)
+        or len(state.consumed) >= params.popularity.cold_items
+    ):
+        return None
+    pairs = [(p.weight, v) for p, v in state.query.positive_phrases() if v.any()]
+    if not pairs:
+        return None
+    weights = np.array([max(w, composition.MIN_MASS) for w, _ in pairs], dtype=np.float64)
+    return np.stack([v for _, v in pairs]).astype(np.float32), weights / weights.sum()
 
 
 def _composed_mid(state: UserState, params: CoreParams, zs: np.ndarray) -> np.ndarray | None:
@@ -860,6 +892,9 @@ def _fetch_directions(state: UserState, catalogue: Catalogue, params: CoreParams
     out: list[np.ndarray] = []
     if state.interests and not _own_space(params.updater):
         out.extend(params.updater.query(i.hidden) for i in state.interests)
+    phrases = _phrase_directions(state, params)
+    if phrases is not None:
+        out.extend(phrases[0])
     short = _short_directions(state, catalogue, params)
     if short is not None:
         out.extend(short[0])

@@ -385,3 +385,30 @@ def test_heads_within_the_bound_keep_one_state_and_distinct_heads(tmp_path) -> N
     np.testing.assert_array_equal(
         one.state.interests[0].hidden[:-1], state.interests[0].hidden[:-1]
     )
+
+
+@pytest.mark.parametrize("heads", [1, 3])
+def test_a_cold_users_query_ranks_by_its_phrases_with_a_learned_model(tmp_path, heads) -> None:
+    """The learned model never saw phrases: a user with only a query ranks by the
+    phrases' own directions, each in proportion (both of "m4 and m9" lead the
+    list), and by the model again once the user has consumed an item."""
+    from models.behaviour import EncodedPhrase
+    from models.core import _phrase_directions
+    from tests.updater_fixtures import random_learned_updater
+
+    updater = random_learned_updater(tmp_path / "m", heads=heads)
+    cat = _catalogue(_text(np.random.default_rng(0)))
+    phrases = tuple(EncodedPhrase(f"like {i}", 1, 0.5, cat.vector(i)) for i in ("m4", "m9"))
+    query = Behaviour("u1", "", "query", 1e9, "q1", text="m4 and m9", phrases=phrases)
+    params = CoreParams(k=5, updater=updater)
+    cold = step(None, [query], cat, 0.0, params).state
+    assert {item for item, _ in cold.top_k[:2]} == {"m4", "m9"}
+    took = Behaviour("u1", "m20", "like", 1e9 + 60, "e1")
+    warm = step(cold, [took], cat, 0.0, params).state
+    assert _phrase_directions(cold, params) is not None
+    assert _phrase_directions(warm, params) is None and warm.top_k != cold.top_k
+    # The time-decayed rule's phrases are interests of its own: never this path.
+    assert (
+        _phrase_directions(replace(cold, updater=""), replace(params, updater=TimeDecayUpdater()))
+        is None
+    )
