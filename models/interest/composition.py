@@ -159,16 +159,23 @@ def absorb(
         return _merge_close((*interests, fresh), len(interests), updater, spec)
     cur = interests[best]
     hidden, hidden_ts = updater.apply(cur.hidden, cur.hidden_ts, item, weight, ts)
-    mass_ts = ts if cur.mass_ts is None else max(cur.mass_ts, ts)
-    moved = Interest(
-        hidden,
-        hidden_ts,
-        _decayed(cur.mass, cur.mass_ts, mass_ts, spec) + mass * _decay(mass_ts - ts, spec),
-        mass_ts,
-        cur.events + 1,
-    )
+    moved = _credited(cur, hidden, hidden_ts, mass, ts, spec)
     out = (*interests[:best], moved, *interests[best + 1 :])
     return _merge_close(out, best, updater, spec)
+
+
+def _credited(
+    cur: Interest,
+    hidden: np.ndarray,
+    hidden_ts: float | None,
+    mass: float,
+    ts: float,
+    spec: CompositionSpec,
+) -> Interest:
+    """``cur`` moved to ``hidden`` with an event of ``mass`` at ``ts`` added to its decayed mass."""
+    mass_ts = ts if cur.mass_ts is None else max(cur.mass_ts, ts)
+    total = _decayed(cur.mass, cur.mass_ts, mass_ts, spec) + mass * _decay(mass_ts - ts, spec)
+    return Interest(hidden, hidden_ts, total, mass_ts, cur.events + 1)
 
 
 def _absorb_heads(
@@ -204,16 +211,11 @@ def _absorb_heads(
     out = []
     moved = heads.index(want) if want in heads else len(interests)
     for n, cur in enumerate(interests):
-        mass_now, mass_ts, events = cur.mass, cur.mass_ts, cur.events
+        mine = updater.with_head(hidden, heads[n])
         if n == moved:
-            mass_ts = ts if cur.mass_ts is None else max(cur.mass_ts, ts)
-            mass_now = _decayed(cur.mass, cur.mass_ts, mass_ts, spec) + mass * _decay(
-                mass_ts - ts, spec
-            )
-            events += 1
-        out.append(
-            Interest(updater.with_head(hidden, heads[n]), hidden_ts, mass_now, mass_ts, events)
-        )
+            out.append(_credited(cur, mine, hidden_ts, mass, ts, spec))
+        else:
+            out.append(Interest(mine, hidden_ts, cur.mass, cur.mass_ts, cur.events))
     if moved == len(interests):
         out.append(Interest(updater.with_head(hidden, want), hidden_ts, max(mass, MIN_MASS), ts, 1))
     return _merge_close(tuple(out), moved, updater, spec)
