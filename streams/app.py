@@ -93,7 +93,7 @@ def build_runtime(
             popularity=popularity,
         ),
         items=ItemProcessor(store, sync, encoder, topics),
-        health=health or Health(settings.health_stall_seconds),
+        health=health or Health(settings.health_stall_seconds, settings.health_startup_seconds),
     )
 
 

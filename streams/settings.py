@@ -207,6 +207,9 @@ class Settings:
     health_probe_seconds: float = 2.0
     #: /livez turns 503 when the worker's event loop has not run for this long.
     health_stall_seconds: float = 30.0
+    #: How long the start-up may take before the loop's first stamp (the catalogue
+    #: read and index build of a large catalogue; a Kubernetes startupProbe's role).
+    health_startup_seconds: float = 300.0
 
     def __post_init__(self) -> None:
         if self.partitions < 1:
@@ -288,7 +291,7 @@ class Settings:
             raise SettingsError("health_host must not be empty")
         if not 0 <= self.health_port <= 65535:
             raise SettingsError("health_port must be within [0, 65535] (0: no health server)")
-        for name in ("health_probe_seconds", "health_stall_seconds"):
+        for name in ("health_probe_seconds", "health_stall_seconds", "health_startup_seconds"):
             if not getattr(self, name) > 0:
                 raise SettingsError(f"{name} must be > 0")
 

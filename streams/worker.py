@@ -63,7 +63,7 @@ def run_worker(settings: Settings, bootstrap: str) -> None:
     """
     log.info("starting worker with %s on %s", settings, bootstrap)
     announce_updater(settings)
-    health = Health(settings.health_stall_seconds)
+    health = Health(settings.health_stall_seconds, settings.health_startup_seconds)
     server = None
     if settings.health_port:
         server = HealthServer(health, settings.health_host, settings.health_port).start()

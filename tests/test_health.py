@@ -103,6 +103,25 @@ def test_ready_only_when_the_loop_runs_and_nothing_fails() -> None:
     assert snap.ready and snap.reasons == {} and snap.since == {}
 
 
+def test_a_long_start_up_is_alive_until_its_own_limit_then_the_stall_limit_applies() -> None:
+    """A large catalogue's load runs before the loop's first stamp: it gets
+    ``startup_seconds``, and a start-up that hangs past it is still caught."""
+    clock = FakeClock()
+    health = Health(stall_seconds=10, startup_seconds=60, clock=clock)
+    clock.now += 45
+    snap = health.snapshot()
+    assert snap.alive and snap.reasons == {"loop": "starting: the event loop has not run yet"}
+    clock.now += 16
+    snap = health.snapshot()
+    assert not snap.alive
+    assert snap.reasons["loop"] == (
+        "stalled: the event loop has not started after 61.0s (health_startup_seconds=60)"
+    )
+    health.beat()
+    clock.now += 10.5  # once started, the loop's own limit
+    assert not health.snapshot().alive
+
+
 def test_since_is_when_a_failure_began_and_the_reason_is_the_latest() -> None:
     clock, wall = FakeClock(), FakeClock()
     wall.now = 1_700_000_000.0
@@ -135,6 +154,7 @@ def test_a_stalled_loop_is_not_alive_and_not_ready() -> None:
     snap = health.snapshot()
     assert not snap.alive and not snap.ready
     assert snap.reasons["loop"].startswith("stalled: the event loop has not run for 10.1s")
+    assert "(health_stall_seconds=10)" in snap.reasons["loop"]
     assert snap.heartbeat_age_seconds == pytest.approx(10.1)
     health.beat()
     assert health.snapshot().alive
@@ -428,6 +448,7 @@ def test_health_settings() -> None:
         ({"health_probe_seconds": 0.0}, "health_probe_seconds"),
         ({"health_stall_seconds": -1.0}, "health_stall_seconds"),
         ({"health_stall_seconds": float("nan")}, "health_stall_seconds"),
+        ({"health_startup_seconds": 0.0}, "health_startup_seconds"),
     ]:
         with pytest.raises(SettingsError, match=match):
             Settings(**bad)
