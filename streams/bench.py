@@ -498,6 +498,12 @@ def run_bench(
 
     began = time.monotonic()
     workload = load_workload(plan.seed)
+    if plan.catalogue_size is not None:
+        # Before minutes of encoding: a broker that is not there fails now.
+        from streams.admin import admin_client
+        from streams.security import kafka_security
+
+        admin_client(bootstrap, **kafka_security(settings)).close()
     preload = generated_catalogue(workload, plan, settings, encoder_cache, progress)
     limits = Limits(p99_ms=plan.p99_limit_ms, commit_interval_s=settings.commit_interval_seconds)
     records = endless_records(workload)
