@@ -27,6 +27,7 @@ from faust.types import EventT
 from models.core import CoreParams
 from models.encoder.base import Encoder
 from streams import transport
+from streams.gc_pauses import process_pauses
 from streams.health import Health, describe
 from streams.model_watch import ModelWatch
 from streams.processor import (
@@ -141,10 +142,13 @@ def create_app(settings: Settings, bootstrap: str, runtime: Runtime) -> faust.Ap
     # its app tasks run, this one first.
     health.fail("worker", "starting: joining the consumer group")
 
+    pauses = process_pauses()
+
     @app.task
     async def started() -> None:
         health.ok("worker")
         _time_commits(app, health)
+        pauses.take()  # the start-up's collections are not the stream's
 
     async def run_batch(
         agent: str,
@@ -180,12 +184,14 @@ def create_app(settings: Settings, bootstrap: str, runtime: Runtime) -> faust.Ap
         hop = max(0.0, (tp - t0) - sum(outcome.stages.values()))
         stages = {**outcome.stages, "queue": queued, "thread_hop": hop, "recheck": t1 - tp}
         health.time(agent, {**stages, "produce": t2 - t1}, len(records))
+        gc_s, gc_longest, collections = pauses.take()  # any thread's, during this batch
+        health.time("gc", {"pause": gc_s}, collections)
         first, last = records[0], records[-1]
         log.info(
-            "batch %s[%d]@%d..%s[%d]@%d: %s process=%.0fms produce=%.0fms",
+            "batch %s[%d]@%d..%s[%d]@%d: %s process=%.0fms produce=%.0fms gc=%.0fms",
             first.topic, first.partition, first.offset,
             last.topic, last.partition, last.offset,
-            outcome.counts, (t1 - t0) * 1000, (t2 - t1) * 1000,
+            outcome.counts, (t1 - t0) * 1000, (t2 - t1) * 1000, gc_longest * 1000,
         )  # fmt: skip
 
     def batched_agent(

@@ -186,9 +186,12 @@ class Settings:
     ann_ef_construction: int = 100
     ann_ef_search: int = 64
     batch_max: int = 500
-    #: How long a micro-batch waits to fill (latency against per-batch overhead;
-    #: `interest-stream bench --set batch_within_seconds=...` measures it).
-    batch_within_seconds: float = 0.02
+    #: How long a micro-batch waits to fill (latency against per-batch overhead).
+    #: Faust waits this long after every batch, even with records queued, so it
+    #: is paid once per batch, not once per idle spell: at 40 events/s on the
+    #: embedded broker, 0.005 gave p50 41 ms / p99 85 ms against 0.02's 65 / 136
+    #: (interleaved runs; 0.002 no better). > 0: Faust stalls without a timeout.
+    batch_within_seconds: float = 0.005
     #: Small on the embedded broker: it waits this long for group joins.
     rebalance_timeout_seconds: float = 6.0
     session_timeout_seconds: float = 6.0
@@ -291,6 +294,12 @@ class Settings:
             raise SettingsError("health_host must not be empty")
         if not 0 <= self.health_port <= 65535:
             raise SettingsError("health_port must be within [0, 65535] (0: no health server)")
+        if not (math.isfinite(self.batch_within_seconds) and self.batch_within_seconds > 0):
+            raise SettingsError(
+                "batch_within_seconds must be a finite number > 0 (Faust's take stalls without it)"
+            )
+        if self.fetch_max_wait_ms < 0:
+            raise SettingsError("fetch_max_wait_ms must be >= 0")
         for name in ("health_probe_seconds", "health_stall_seconds", "health_startup_seconds"):
             if not getattr(self, name) > 0:
                 raise SettingsError(f"{name} must be > 0")

@@ -37,6 +37,10 @@ def test_file_then_env_then_overrides(tmp_path: Path) -> None:
         ({"INTEREST_STREAM_INTEREST_COMPOSE": "average"}, "interest structure: mode"),
         ({"INTEREST_STREAM_QUERY_NEGATIVE_MARGIN": "-0.5"}, "query_negative_margin"),
         ({"INTEREST_STREAM_QUERY_NEGATIVE_MARGIN": "nan"}, "query_negative_margin"),
+        # 0 would leave Faust's take without a timeout: the agent stalls.
+        ({"INTEREST_STREAM_BATCH_WITHIN_SECONDS": "0"}, "batch_within_seconds"),
+        ({"INTEREST_STREAM_BATCH_WITHIN_SECONDS": "inf"}, "batch_within_seconds"),
+        ({"INTEREST_STREAM_FETCH_MAX_WAIT_MS": "-1"}, "fetch_max_wait_ms"),
     ],
 )
 def test_bad_settings_fail_clearly(env: dict[str, str], match: str) -> None:
