@@ -263,6 +263,13 @@ def stage_shares(
     >>> s = stage_shares(b, a, events=10)
     >>> s["core"]["share"], s["commit"]["share"], s["queue_wait"]["ms_per_record"]
     (0.444, 0.111, 400.0)
+
+    ``gc_pause`` (garbage-collector pauses, `streams.gc_pauses`) happens
+    inside the other stages, so it is shown beside the shares too.
+
+    >>> a["gc"] = {"seconds": {"pause": 0.02}, "records": 3}
+    >>> stage_shares(b, a, events=10)["gc_pause"]
+    {'seconds': 0.02, 'collections': 3, 'us_per_event': 2000.0}
     """
 
     def seconds(snap: Mapping[str, Any], agent: str) -> dict[str, float]:
@@ -286,6 +293,14 @@ def stage_shares(
         for name, s in spent.items()
     }  # fmt: skip
     out["queue_wait"] = {"ms_per_record": round(1000 * queued / records, 1) if records else 0.0}
+    # Collector pauses happen inside the stages above (any thread's): beside the shares.
+    gc_s = seconds(after, "gc").get("pause", 0.0) - seconds(before, "gc").get("pause", 0.0)
+    collections = (after.get("gc") or {}).get("records", 0) - (before.get("gc") or {}).get(
+        "records", 0
+    )
+    per_event = round(1e6 * gc_s / events, 1) if events else 0.0
+    out["gc_pause"] = {"seconds": round(gc_s, 4), "collections": collections,
+                       "us_per_event": per_event}  # fmt: skip
     order = {n: i for i, n in enumerate(STAGE_ORDER)}
     return dict(sorted(out.items(), key=lambda kv: (order.get(kv[0], len(order)), kv[0])))
 
@@ -813,6 +828,10 @@ def _half_rows(half: Mapping[str, Any]) -> list[tuple[str, str]]:
     ]
     rows.append(("half max: stage shares", ", ".join(shares)))
     rows.append(("half max: queue wait", f"{stages['queue_wait']['ms_per_record']} ms per record"))
+    gc = stages.get("gc_pause")
+    if gc is not None:
+        rows.append(("half max: gc pauses", f"{gc['seconds'] * 1000:.0f} ms in "
+                                            f"{gc['collections']:,} collections"))  # fmt: skip
     return rows
 
 

@@ -299,6 +299,9 @@ def test_bench_quick_finds_both_maxima_and_writes_json_plots_and_a_table(
     shares = [s["share"] for s in stages.values() if "share" in s]
     assert abs(sum(shares) - 1.0) < 0.02
     assert stages["queue_wait"]["ms_per_record"] > 0
+    # Collector pauses are counted (a 3 s run sees some), beside the shares, not in them.
+    assert stages["gc_pause"]["collections"] > 0 and stages["gc_pause"]["seconds"] > 0
+    assert "share" not in stages["gc_pause"] and "gc pauses" in run.stdout
     for name in ("latency", "lag", "stages"):
         assert (tmp_path / f"bench-{name}.png").read_bytes()[:8] == PNG_MAGIC
     assert "pipeline / pass-through" in run.stdout and "stage shares" in run.stdout
@@ -472,3 +475,33 @@ def test_processor_cost_reports_ms_per_event_and_its_stages(
     assert 0 < sum(stages.values()) <= report["ms_per_event"] * 1.01
     assert out.with_suffix(".png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "ms/event over 60 events" in run.stdout
+
+
+def test_settings_ab_runs_each_variant_in_turns_on_one_broker(
+    tmp_path: Path, encoder_artifact: Path
+) -> None:
+    """Two pipeline workers, one step each: the seeded CI-sized version of the A/B runs."""
+    out = tmp_path / "ab.json"
+    args = ["--variant", "wide:batch_within_seconds=0.02", "--variant", "narrow",
+            "--rate", "30", "--seconds", "2", "--rounds", "1", "--out", str(out),
+            "--encoder-cache", str(encoder_artifact.parent)]  # fmt: skip
+    run = run_benchmark("settings_ab.py", *args)
+    report = json.loads(out.read_text())
+    assert report["variants"] == {"wide": {"batch_within_seconds": "0.02"}, "narrow": {}}
+    assert [s["variant"] for s in report["steps"]] == ["wide", "narrow"]
+    for step in report["steps"]:
+        assert step["sent"] == 60 and step["lag_max"] >= 0
+        assert step["worker_cpu_ms_per_event"] > 0
+    for p in report["pooled_latency_ms"].values():
+        assert 0 < p["p50"] <= p["p95"] <= p["p99"] <= p["max"]
+    assert out.with_suffix(".png").read_bytes()[:8] == PNG_MAGIC
+    assert "narrow       pooled: p50" in run.stdout
+
+
+def test_settings_ab_refuses_a_bad_variant_before_starting_anything() -> None:
+    run = subprocess.run(
+        [sys.executable, "benchmarks/settings_ab.py", "--variant", "x:batch_within_seconds=0"],
+        cwd=ROOT, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert run.returncode != 0
+    assert "--variant x: batch_within_seconds must be a finite number > 0" in run.stderr
