@@ -120,7 +120,7 @@ def run(args: argparse.Namespace) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--variant", action="append", required=True,
-                        help="NAME:KEY=VALUE[,KEY=VALUE] (repeat: two or more)")  # fmt: skip
+                        help="NAME[:KEY=VALUE,...]; repeat to compare")  # fmt: skip
     parser.add_argument("--rate", type=float, default=40.0, help="events/s offered (40)")
     parser.add_argument("--seconds", type=float, default=10.0, help="per step (10)")
     parser.add_argument("--rounds", type=int, default=3)
