@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -75,13 +76,27 @@ def run(args: argparse.Namespace) -> dict:
     with broker_for(None) as bootstrap:
         loaded: dict[str, Loaded] = {}
         try:
-            for name, base in bases.items():
-                worker = WorkerRun.start(bootstrap, name[:4], workload, str(found.parent),
-                                         base=base, name="ab")  # fmt: skip
+            # The workers start side by side (a start is mostly waiting: encoder
+            # load, group join), as `interest-stream bench` starts its two.
+            with ThreadPoolExecutor(max_workers=len(bases)) as pool:
+                started = {
+                    name: pool.submit(WorkerRun.start, bootstrap, name[:4], workload,
+                                      str(found.parent), base=base, name="ab")
+                    for name, base in bases.items()
+                }  # fmt: skip
+                workers = {name: future.exception() or future.result()
+                           for name, future in started.items()}  # fmt: skip
+            failed = [w for w in workers.values() if isinstance(w, BaseException)]
+            for name, worker in workers.items():
+                if isinstance(worker, BaseException):
+                    continue
+                base = bases[name]
                 limits = Limits(p99_ms=float("inf"), commit_interval_s=base.commit_interval_seconds)
                 loaded[name] = Loaded(worker, endless_records(workload), limits)
+            if failed:
+                raise failed[0]
             for one in loaded.values():  # warm: first batches load caches
-                one.step(args.rate, 5.0, drain_timeout=30.0)
+                one.step(args.rate, args.warm_seconds, drain_timeout=30.0)
             for r in range(args.rounds):
                 for name, one in loaded.items():
                     cpu0 = one.probe.cpu_s()
@@ -124,12 +139,14 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=40.0, help="events/s offered (40)")
     parser.add_argument("--seconds", type=float, default=10.0, help="per step (10)")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--warm-seconds", type=float, default=5.0,
+                        help="an untimed step per worker first (5)")  # fmt: skip
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--encoder-cache", default=None)
     parser.add_argument("--out", type=Path, default=RESULTS / "settings_ab.json")
     args = parser.parse_args()
-    if args.rate <= 0 or args.seconds <= 0 or args.rounds < 1:
-        parser.error("--rate and --seconds must be > 0, --rounds >= 1")
+    if args.rate <= 0 or args.seconds <= 0 or args.warm_seconds <= 0 or args.rounds < 1:
+        parser.error("--rate, --seconds and --warm-seconds must be > 0, --rounds >= 1")
     try:
         result = run(args)
     except ValueError as exc:

@@ -483,7 +483,8 @@ def test_settings_ab_runs_each_variant_in_turns_on_one_broker(
     """Two pipeline workers, one step each: the seeded CI-sized version of the A/B runs."""
     out = tmp_path / "ab.json"
     args = ["--variant", "wide:batch_within_seconds=0.02", "--variant", "narrow",
-            "--rate", "30", "--seconds", "2", "--rounds", "1", "--out", str(out),
+            "--rate", "30", "--seconds", "2", "--rounds", "1", "--warm-seconds", "1",
+            "--out", str(out),
             "--encoder-cache", str(encoder_artifact.parent)]  # fmt: skip
     run = run_benchmark("settings_ab.py", *args)
     report = json.loads(out.read_text())
