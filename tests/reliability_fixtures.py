@@ -123,6 +123,21 @@ class Worker:
         return self.proc.poll() is None
 
 
+class _RecordingView(RecommendationView):
+    """A view that also keeps every delta it was fed, per user in arrival order."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.by_user: dict[str, list[dict]] = defaultdict(list)
+
+    def apply_bytes(self, value: bytes | None) -> str:
+        outcome = super().apply_bytes(value)
+        if outcome != "rejected":
+            delta = json.loads(value)
+            self.by_user[delta["user_id"]].append(delta)
+        return outcome
+
+
 @dataclass
 class Rig:
     """Workers of one app on real engines: spawn, break, and wait for them.
@@ -244,37 +259,18 @@ class Rig:
 
     # -- outputs and logs -------------------------------------------------------------
 
-    def view(self, timeout: float = 60.0) -> tuple[RecommendationView, int]:
-        """A `RecommendationView` fed with the whole deltas topic, and how many deltas."""
-        view = RecommendationView()
+    def read_deltas(
+        self, timeout: float = 60.0
+    ) -> tuple[RecommendationView, dict[str, list[dict]]]:
+        """One pass over the whole deltas topic through a `DeltaConsumer`.
+
+        Returns the `RecommendationView` it fed and every delta, per user in
+        partition (= publication) order.
+        """
+        view = _RecordingView()
         with DeltaConsumer(view, self.bootstrap, self.settings.topics.deltas) as feed:
-            got = feed.catch_up(timeout)
-        return view, got
-
-    def deltas_in_order(self) -> dict[str, list[dict]]:
-        """Every delta on the topic, per user in partition (= publication) order."""
-        from kafka import KafkaConsumer, TopicPartition
-
-        topic = self.settings.topics.deltas
-        consumer = KafkaConsumer(
-            bootstrap_servers=self.bootstrap, enable_auto_commit=False, consumer_timeout_ms=3000
-        )
-        try:
-            parts = [TopicPartition(topic, p) for p in range(self.settings.partitions)]
-            consumer.assign(parts)
-            consumer.seek_to_beginning(*parts)
-            ends = consumer.end_offsets(parts)
-            by_user: dict[str, list[dict]] = defaultdict(list)
-            deadline = time.monotonic() + 60
-            while any(consumer.position(tp) < end for tp, end in ends.items()):
-                assert time.monotonic() < deadline, "could not read the deltas topic"
-                for batch in consumer.poll(200).values():
-                    for rec in batch:
-                        value = json.loads(rec.value)
-                        by_user[value["user_id"]].append(value)
-            return by_user
-        finally:
-            consumer.close()
+            feed.catch_up(timeout)
+        return view, view.by_user
 
     def log_text(self) -> str:
         return "\n".join(
@@ -412,7 +408,7 @@ def assert_deltas_agree(
     delta's of its user (``allow_version_back`` lifts that last check).
     Returns the view's counters.
     """
-    view, _ = rig.view()
+    view, in_order = rig.read_deltas()
     counts = view.counts()
     problems = []
     for user, state in stored.items():
@@ -423,7 +419,7 @@ def assert_deltas_agree(
             problems.append(f"{user}: view at v{view.version(user)} > stored v{state.version}")
     if counts["conflict"] or counts["rejected"]:
         problems.append(f"view counters {counts}")
-    for user, deltas in rig.deltas_in_order().items():
+    for user, deltas in in_order.items():
         applied = [
             i for d in deltas if d["cause"]["kind"] == "events" for i in d["cause"]["event_ids"]
         ]
