@@ -19,7 +19,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import faust
 from faust.types import EventT
@@ -106,10 +106,9 @@ def _model_watch(settings: Settings, params: CoreParams) -> ModelWatch | None:
     return ModelWatch(settings.updater, artifact.model_version, settings.updater_watch_seconds)
 
 
-def create_app(settings: Settings, bootstrap: str, runtime: Runtime) -> faust.App:
-    topics = settings.topics
-    app = faust.App(
-        settings.app_id,
+def app_config(settings: Settings, bootstrap: str) -> dict[str, Any]:
+    """The `faust.App` settings of a worker: broker, consumer group timing, limits."""
+    return dict(
         broker=f"{transport.SCHEME}://{bootstrap}",
         broker_credentials=_credentials(settings),
         store="memory://",
@@ -122,10 +121,17 @@ def create_app(settings: Settings, bootstrap: str, runtime: Runtime) -> faust.Ap
         broker_rebalance_timeout=settings.rebalance_timeout_seconds,
         broker_session_timeout=settings.session_timeout_seconds,
         broker_heartbeat_interval=min(1.0, settings.session_timeout_seconds / 3),
+        # Static membership (Settings.group_instance_id); None: dynamic.
+        consumer_group_instance_id=settings.group_instance_id or None,
         producer_max_request_size=MAX_MESSAGE_BYTES,
         consumer_max_fetch_size=MAX_MESSAGE_BYTES,
         consumer_auto_offset_reset="earliest",
     )
+
+
+def create_app(settings: Settings, bootstrap: str, runtime: Runtime) -> faust.App:
+    topics = settings.topics
+    app = faust.App(settings.app_id, **app_config(settings, bootstrap))
     app.fetch_max_wait_ms = settings.fetch_max_wait_ms
     raw = {"key_serializer": "raw", "value_serializer": "raw"}
     outputs = {

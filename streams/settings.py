@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
@@ -31,6 +32,8 @@ from streams.stores.replication import DEFAULT_REPLICATION, parse_replication
 from streams.topics import Topics
 
 ENV_PREFIX = "INTEREST_STREAM_"
+#: What Kafka accepts as a ``group.instance.id`` (the rule of its topic names).
+_GROUP_INSTANCE_ID = re.compile(r"[A-Za-z0-9._-]{1,249}")
 _SECRETS = frozenset({"sasl_password", "cassandra_password"})
 _ROLES = frozenset({"behaviours", "items"})
 #: `models.encoder.variants.PRECISIONS`, spelt out so settings do not import onnxruntime.
@@ -195,6 +198,12 @@ class Settings:
     #: Small on the embedded broker: it waits this long for group joins.
     rebalance_timeout_seconds: float = 6.0
     session_timeout_seconds: float = 6.0
+    #: Kafka static membership (KIP-345), one distinct id per worker process
+    #: (e.g. the pod name); empty: dynamic membership. A worker restarted with
+    #: its id gets its partitions back at once instead of after the dead one's
+    #: ``session_timeout_seconds``; but a worker stopped for good keeps its
+    #: partitions unread until that timeout, as static members send no leave.
+    group_instance_id: str = ""
     commit_interval_seconds: float = 1.0
     #: Longest a fetch waits on the broker for data (Faust's own is 1.5 s). The
     #: embedded tansu holds an idle fetch the whole wait; Apache Kafka answers
@@ -232,6 +241,11 @@ class Settings:
             parse_replication(self.cassandra_replication)
         except ValueError as exc:
             raise SettingsError(f"cassandra_replication: {exc}") from exc
+        if self.group_instance_id and not _GROUP_INSTANCE_ID.fullmatch(self.group_instance_id):
+            raise SettingsError(
+                "group_instance_id must be 1-249 of the characters A-Z a-z 0-9 . _ - "
+                f"(Kafka's rule for ids), not {self.group_instance_id!r}"
+            )
         if self.encoder_device not in ("auto", "cpu", "cuda"):
             raise SettingsError("encoder_device must be auto, cpu or cuda")
         if self.encoder_precision not in ENCODER_PRECISIONS:

@@ -41,6 +41,8 @@ def test_file_then_env_then_overrides(tmp_path: Path) -> None:
         ({"INTEREST_STREAM_BATCH_WITHIN_SECONDS": "0"}, "batch_within_seconds"),
         ({"INTEREST_STREAM_BATCH_WITHIN_SECONDS": "inf"}, "batch_within_seconds"),
         ({"INTEREST_STREAM_FETCH_MAX_WAIT_MS": "-1"}, "fetch_max_wait_ms"),
+        ({"INTEREST_STREAM_GROUP_INSTANCE_ID": "pod 1"}, "group_instance_id"),
+        ({"INTEREST_STREAM_GROUP_INSTANCE_ID": "x" * 250}, "group_instance_id"),
     ],
 )
 def test_bad_settings_fail_clearly(env: dict[str, str], match: str) -> None:
@@ -89,6 +91,19 @@ def test_security_reaches_faust_and_kafka_python() -> None:
     assert tls.protocol.value == "SSL"
     with pytest.raises(SettingsError, match="sasl_mechanism"):
         Settings(security_protocol="SASL_SSL", sasl_username="me", sasl_mechanism="GSSAPI")
+
+
+def test_group_instance_id_reaches_faust_as_static_membership() -> None:
+    import faust
+
+    from streams.app import app_config
+
+    assert Settings().group_instance_id == ""
+    dynamic = faust.App("t", **app_config(Settings(), "127.0.0.1:9092"))
+    assert dynamic.conf.consumer_group_instance_id is None
+    static = load_settings(env={"INTEREST_STREAM_GROUP_INSTANCE_ID": "worker-0.pod_a"})
+    app = faust.App("t", **app_config(static, "127.0.0.1:9092"))
+    assert app.conf.consumer_group_instance_id == "worker-0.pod_a"
 
 
 def test_roles_choose_the_agents() -> None:

@@ -351,6 +351,10 @@ class CassandraStore:
             auth_provider=auth,
             ssl_context=ssl_context,
             connect_timeout=connect_timeout,
+            # The control connection's own queries (peers, schema) get the same
+            # time: the driver's 2 s failed a first connect to a node stalled by
+            # a busy two-core host (NoHostAvailable ... OperationTimedOut).
+            control_connection_timeout=connect_timeout,
             protocol_version=protocol_version,
             # The driver's default waits up to 10 minutes between reconnection
             # attempts; a worker paused on a store outage should resume seconds
