@@ -7,6 +7,7 @@ On Apache Kafka + Apache Cassandra (the session engines of
 from __future__ import annotations
 
 import random
+import re
 import time
 from pathlib import Path
 
@@ -87,6 +88,9 @@ def test_kill_9_at_random_points_leaves_every_state_as_an_uninterrupted_run(
         rig.wait_committed(settings.topics.behaviours, ends_of(positions), timeout=240)
         processed = time.monotonic()
         replays = rig.log_text().count("skip replayed event")
+        # Static membership: every restart rejoined as the same member, in the
+        # first worker's generation (a dynamic join would start a new one).
+        joined = {w.name: _generation(w.log.read_text(errors="replace")) for w in rig.workers}
     finally:
         rig.close()
     try:
@@ -99,5 +103,12 @@ def test_kill_9_at_random_points_leaves_every_state_as_an_uninterrupted_run(
         f"{kills}, {replays} replayed events skipped after restarts, view {counts}, "
         f"processed in {processed - began:.0f} s, checked in {time.monotonic() - processed:.0f} s"
     )
+    assert len(set(joined.values())) == 1 and None not in joined.values(), joined
     assert published_while_killing, "every kill should land while events are being published"
     assert replays > 0, "no kill landed between a state write and its commit"
+
+
+def _generation(log: str) -> int | None:
+    """The group generation a worker joined in, from its log; None if it never joined."""
+    found = re.search(r"Joined group '[^']+' \(generation (\d+)\)", log)
+    return int(found.group(1)) if found else None
