@@ -1,7 +1,7 @@
 """The worker's per-event cost without a broker: the behaviour processor over a store.
 
     .venv/bin/python benchmarks/processor_cost.py [--store sqlite|HOST:PORT]
-        [--users 400] [--events-per-user 50] [--batch 250] [--out PATH]
+        [--users 400] [--events-per-user 50] [--batch 250] [--blas-threads 1] [--out PATH]
 
 What a worker does for each micro-batch apart from Faust and the broker
 (`streams.processor.BehaviourProcessor.process`: decode, state read, the
@@ -12,7 +12,11 @@ batches of ``--batch`` events. The first batch warms caches and is not
 timed. ``--store`` is the embedded SQLite store (a temporary file, as a
 worker keeps it) or a Cassandra node (``HOST:PORT``; a fresh keyspace,
 dropped afterwards). Prints milliseconds per event and the seconds per
-stage; writes JSON and a bar chart of the stages beside it.
+stage, and the process's CPU seconds over the timed batches (``cpu_ms_per_event``:
+above ``ms_per_event`` when threads work or spin beside the main one);
+writes JSON and a bar chart of the stages beside it. ``--blas-threads`` caps
+numpy's BLAS as the worker does (`Settings.blas_threads`, 0: the library's
+default).
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from streams.app import build_runtime
 from streams.processor import RawRecord
 from streams.settings import Settings
 from streams.stores import open_store
+from streams.worker import limit_blas_threads
 from streams.workload import synthetic_workload, to_json_bytes
 
 from _results import RESULTS, save
@@ -39,6 +44,9 @@ def run(args: argparse.Namespace) -> dict:
         host, _, port = args.store.rpartition(":")
         if not host or not port.isdigit():
             raise SystemExit(f"--store: expected sqlite or HOST:PORT, got {args.store!r}")
+    if args.blas_threads < 0:
+        raise SystemExit("--blas-threads must be >= 0 (0: the BLAS library's default)")
+    blas = limit_blas_threads(args.blas_threads)
     artifact = ensure_exported(Path(args.encoder_cache) if args.encoder_cache else None)
     encoder = OnnxEncoder(artifact, device="cpu")
     folder = tempfile.mkdtemp(prefix="processor-cost-")
@@ -76,13 +84,14 @@ def run(args: argparse.Namespace) -> dict:
         runtime.behaviours.process(batches[0])  # warm-up, not timed
         stages: dict[str, float] = {}
         timed = 0
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         for batch in batches[1:]:
             outcome = runtime.behaviours.process(batch)
             for name, seconds in outcome.stages.items():
                 stages[name] = stages.get(name, 0.0) + seconds
             timed += len(batch)
         elapsed = time.perf_counter() - start
+        cpu = time.process_time() - cpu_start
     finally:
         if args.store != "sqlite":
             store.drop_keyspace()
@@ -92,6 +101,8 @@ def run(args: argparse.Namespace) -> dict:
         "events_timed": timed,
         "batch": args.batch,
         "ms_per_event": round(1000 * elapsed / timed, 3),
+        "cpu_ms_per_event": round(1000 * cpu / timed, 3),
+        "blas_threads": {"setting": args.blas_threads, "threads": blas},
         "stage_ms_per_event": {k: round(1000 * v / timed, 3) for k, v in sorted(stages.items())},
         "workload": work.description,
         "machine": {"processor": platform.processor() or platform.machine()},
@@ -105,11 +116,18 @@ def main() -> None:
     parser.add_argument("--events-per-user", type=int, default=50)
     parser.add_argument("--batch", type=int, default=250)
     parser.add_argument("--encoder-cache", default=None)
+    parser.add_argument(
+        "--blas-threads",
+        type=int,
+        default=Settings().blas_threads,
+        help="BLAS threads under numpy, as a worker's blas_threads (0: default)",
+    )
     parser.add_argument("--out", type=Path, default=RESULTS / "processor_cost.json")
     args = parser.parse_args()
     result = run(args)
-    print(f"{result['ms_per_event']:.2f} ms/event over {result['events_timed']} events "
-          f"({result['store']}, batches of {args.batch})")  # fmt: skip
+    print(f"{result['ms_per_event']:.2f} ms/event ({result['cpu_ms_per_event']:.2f} ms of CPU) "
+          f"over {result['events_timed']} events ({result['store']}, batches of {args.batch}, "
+          f"BLAS threads {result['blas_threads']['threads']})")  # fmt: skip
     for name, ms in result["stage_ms_per_event"].items():
         print(f"  {name:<16} {ms:.3f} ms/event")
     save(

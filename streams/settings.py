@@ -211,6 +211,13 @@ class Settings:
     #: asks. `interest-stream bench`: the pass-through's p50 at 200-400 events/s
     #: 67-74 ms with 100, 26-31 ms with 10.
     fetch_max_wait_ms: int = 10
+    #: Threads of the BLAS under numpy in a worker (threadpoolctl); 0: the
+    #: library's own default, one per core. A worker's matrices are small
+    #: (a micro-batch's users against the catalogue): on two cores,
+    #: `benchmarks/processor_cost.py --batch 250` took 1.9-2.1 ms/event for
+    #: 1.9-2.0 ms of CPU with one thread, 2.1-2.2 ms/event for 3.3-3.4 ms of
+    #: CPU with two (idle BLAS threads spin).
+    blas_threads: int = 1
     log_level: str = "info"
     #: Health endpoints (GET /livez, GET /readyz) of each worker; port 0: no server.
     health_host: str = "0.0.0.0"
@@ -304,6 +311,8 @@ class Settings:
         ):  # fmt: skip
             if getattr(self, name) < 1:
                 raise SettingsError(f"{name} must be >= 1")
+        if self.blas_threads < 0:
+            raise SettingsError("blas_threads must be >= 0 (0: the BLAS library's default)")
         if not self.health_host:
             raise SettingsError("health_host must not be empty")
         if not 0 <= self.health_port <= 65535:

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import faust
+from threadpoolctl import threadpool_info, threadpool_limits
 
 from models.encoder import OnnxEncoder, ensure_exported
 from models.encoder.base import Encoder
@@ -53,6 +54,16 @@ def announce_updater(settings: Settings) -> None:
         log.info("updater: the learned model in %s", settings.updater)
 
 
+def limit_blas_threads(threads: int) -> list[int]:
+    """Cap the threads of every BLAS numpy loaded (0: leave them); their counts after.
+
+    For the rest of the process, not a scope: the worker calls it once at start.
+    """
+    if threads:
+        threadpool_limits(limits=threads, user_api="blas")
+    return [pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"]
+
+
 def run_worker(settings: Settings, bootstrap: str) -> None:
     """Run a Faust worker until it is stopped (SIGTERM / Ctrl-C).
 
@@ -63,6 +74,8 @@ def run_worker(settings: Settings, bootstrap: str) -> None:
     """
     log.info("starting worker with %s on %s", settings, bootstrap)
     announce_updater(settings)
+    log.info("BLAS threads: %s (blas_threads=%d)", limit_blas_threads(settings.blas_threads),
+             settings.blas_threads)  # fmt: skip
     health = Health(settings.health_stall_seconds, settings.health_startup_seconds)
     server = None
     if settings.health_port:

@@ -477,7 +477,9 @@ def test_processor_cost_reports_ms_per_event_and_its_stages(
     assert {"decode", "core", "rank", "summary", "state_read", "state_write"} <= set(stages)
     assert 0 < sum(stages.values()) <= report["ms_per_event"] * 1.01
     assert out.with_suffix(".png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert "ms/event over 60 events" in run.stdout
+    assert "over 60 events" in run.stdout and "BLAS threads [1]" in run.stdout
+    assert report["cpu_ms_per_event"] > 0  # the process's CPU, threads included
+    assert report["blas_threads"] == {"setting": 1, "threads": [1]}  # the worker's default
 
 
 def test_settings_ab_runs_each_variant_in_turns_on_one_broker(

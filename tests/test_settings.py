@@ -42,6 +42,7 @@ def test_file_then_env_then_overrides(tmp_path: Path) -> None:
         ({"INTEREST_STREAM_BATCH_WITHIN_SECONDS": "inf"}, "batch_within_seconds"),
         ({"INTEREST_STREAM_FETCH_MAX_WAIT_MS": "-1"}, "fetch_max_wait_ms"),
         ({"INTEREST_STREAM_GROUP_INSTANCE_ID": "pod 1"}, "group_instance_id"),
+        ({"INTEREST_STREAM_BLAS_THREADS": "-1"}, "blas_threads"),
         ({"INTEREST_STREAM_GROUP_INSTANCE_ID": "x" * 250}, "group_instance_id"),
     ],
 )
@@ -104,6 +105,24 @@ def test_group_instance_id_reaches_faust_as_static_membership() -> None:
     static = load_settings(env={"INTEREST_STREAM_GROUP_INSTANCE_ID": "worker-0.pod_a"})
     app = faust.App("t", **app_config(static, "127.0.0.1:9092"))
     assert app.conf.consumer_group_instance_id == "worker-0.pod_a"
+
+
+def test_a_worker_caps_the_blas_threads_under_numpy() -> None:
+    import numpy as np  # loads the BLAS threadpoolctl finds
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    from streams.worker import limit_blas_threads
+
+    assert Settings().blas_threads == 1
+    original = [p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas"]
+    assert original, "numpy has no BLAS threadpoolctl can see"
+    try:
+        assert limit_blas_threads(0) == original  # 0: left as the library has them
+        assert limit_blas_threads(1) == [1] * len(original)
+        assert np.allclose(np.eye(3) @ np.ones((3, 2)), 1.0)  # still computes
+    finally:
+        threadpool_limits(limits=max(original), user_api="blas")
+    assert [p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas"] == original
 
 
 def test_roles_choose_the_agents() -> None:
