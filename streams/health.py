@@ -46,6 +46,7 @@ from urllib.parse import urlsplit
 from mode import Service
 
 from streams.admin import admin_client
+from streams.rebalance_watch import RebalanceWatch, rebalance_check
 from streams.security import kafka_security
 from streams.settings import Settings
 from streams.stores.base import Store
@@ -199,6 +200,12 @@ class Health:
             log.warning("not ready: %s: %s", name, reason)
         elif old is not None:
             log.info("%s recovered after %.1fs", name, mono - old.since_mono)
+
+    def ok_since(self, name: str) -> float | None:
+        """The clock's time since which ``name`` has been ok; None while failing or unreported."""
+        with self._lock:
+            status = self._status.get(name)
+            return status.since_mono if status is not None and status.reason is None else None
 
     def snapshot(self) -> Snapshot:
         now, wall = self.clock(), self.wall()
@@ -377,8 +384,18 @@ def broker_check(
     return check
 
 
-def worker_prober(settings: Settings, bootstrap: str, store: Store, health: Health) -> Prober:
-    """The store and broker checks of a worker, every ``health_probe_seconds``."""
+def worker_prober(
+    settings: Settings,
+    bootstrap: str,
+    store: Store,
+    health: Health,
+    rebalances: RebalanceWatch | None = None,
+) -> Prober:
+    """The store and broker checks of a worker, every ``health_probe_seconds``.
+
+    With ``rebalances`` (and ``rebalance_stuck_seconds`` > 0) also the check
+    that exits a worker stuck in a rebalance (`streams.rebalance_watch`).
+    """
     every = settings.health_probe_seconds
     timeout = max(2.0, min(5.0, 2 * every))
     # After start-up only the probe uses kafka-python in a worker (Faust has
@@ -391,6 +408,10 @@ def worker_prober(settings: Settings, bootstrap: str, store: Store, health: Heal
         "store": lambda: store.ping(timeout),
         "broker": broker_check(bootstrap, kafka_security(settings), topics, timeout),
     }
+    if rebalances is not None and settings.rebalance_stuck_seconds > 0:
+        checks["rebalance"] = rebalance_check(
+            rebalances, lambda: health.ok_since("broker"), settings.rebalance_stuck_seconds
+        )
     return Prober(health, checks, every=every, timeout=timeout)
 
 

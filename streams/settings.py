@@ -204,6 +204,11 @@ class Settings:
     #: ``session_timeout_seconds``; but a worker stopped for good keeps its
     #: partitions unread until that timeout, as static members send no leave.
     group_instance_id: str = ""
+    #: A worker whose consumer-group rebalance has not completed after this
+    #: many seconds of the broker answering exits with 75 for its supervisor to
+    #: restart it (`streams.rebalance_watch`: Faust can stay stuck after an
+    #: outage); 0: never. Checked by the health prober (``health_port`` set).
+    rebalance_stuck_seconds: float = 60.0
     commit_interval_seconds: float = 1.0
     #: Longest a fetch waits on the broker for data (Faust's own is 1.5 s). The
     #: embedded tansu holds an idle fetch the whole wait; Apache Kafka answers
@@ -320,6 +325,12 @@ class Settings:
         if not (math.isfinite(self.batch_within_seconds) and self.batch_within_seconds > 0):
             raise SettingsError(
                 "batch_within_seconds must be a finite number > 0 (Faust's take stalls without it)"
+            )
+        stuck = self.rebalance_stuck_seconds
+        if not (stuck == 0 or (math.isfinite(stuck) and stuck > self.rebalance_timeout_seconds)):
+            raise SettingsError(
+                "rebalance_stuck_seconds must be 0 (never) or a finite number above "
+                f"rebalance_timeout_seconds ({self.rebalance_timeout_seconds:g}), not {stuck!r}"
             )
         if self.fetch_max_wait_ms < 0:
             raise SettingsError("fetch_max_wait_ms must be >= 0")

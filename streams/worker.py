@@ -18,6 +18,7 @@ from models.stages import StageClock, measuring
 from streams.admin import ensure_topics
 from streams.app import build_runtime, create_app
 from streams.health import Health, HealthServer, Heartbeat, heartbeat_interval, worker_prober
+from streams.rebalance_watch import RebalanceWatch
 from streams.security import kafka_security
 from streams.settings import Settings
 from streams.stores import open_store
@@ -91,10 +92,13 @@ def run_worker(settings: Settings, bootstrap: str) -> None:
             # /livez "stages" -> "startup": the catalogue load and index build, over its items.
             health.time("startup", clock.seconds, len(runtime.behaviours.sync.catalogue))
             app = create_app(settings, bootstrap, runtime)
+            rebalances = RebalanceWatch()
+            app.sensors.add(rebalances)
             heartbeat = Heartbeat(health, heartbeat_interval(settings.health_stall_seconds))
             worker = faust.Worker(app, heartbeat, loglevel=settings.log_level, quiet=True)
-            prober = worker_prober(settings, bootstrap, store, health) if server else None
-            if prober is not None:
+            prober = None
+            if server is not None:
+                prober = worker_prober(settings, bootstrap, store, health, rebalances)
                 prober.start()
             try:
                 worker.execute_from_commandline()

@@ -44,6 +44,10 @@ def test_file_then_env_then_overrides(tmp_path: Path) -> None:
         ({"INTEREST_STREAM_GROUP_INSTANCE_ID": "pod 1"}, "group_instance_id"),
         ({"INTEREST_STREAM_BLAS_THREADS": "-1"}, "blas_threads"),
         ({"INTEREST_STREAM_GROUP_INSTANCE_ID": "x" * 250}, "group_instance_id"),
+        # At or under the rebalance timeout it would exit workers in a healthy rebalance.
+        ({"INTEREST_STREAM_REBALANCE_STUCK_SECONDS": "6"}, "rebalance_stuck_seconds"),
+        ({"INTEREST_STREAM_REBALANCE_STUCK_SECONDS": "-1"}, "rebalance_stuck_seconds"),
+        ({"INTEREST_STREAM_REBALANCE_STUCK_SECONDS": "inf"}, "rebalance_stuck_seconds"),
     ],
 )
 def test_bad_settings_fail_clearly(env: dict[str, str], match: str) -> None:

@@ -1,0 +1,114 @@
+"""The stuck-rebalance watch (`streams.rebalance_watch`): timing, the broker rule, the exit."""
+
+from __future__ import annotations
+
+import logging
+
+import faust
+import pytest
+
+from streams.health import Health, worker_prober
+from streams.rebalance_watch import (
+    EXIT_REBALANCE_STUCK,
+    RebalanceStuck,
+    RebalanceWatch,
+    rebalance_check,
+)
+from streams.settings import Settings
+from streams.stores.sqlite import SqliteStore
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _check(watch: RebalanceWatch, broker: Health, clock: Clock, exits: list[int]):
+    return rebalance_check(
+        watch, lambda: broker.ok_since("broker"), 30.0, clock=clock, exit_process=exits.append
+    )
+
+
+def test_a_rebalance_past_the_limit_with_the_broker_up_exits_with_75(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    clock, exits = Clock(), []
+    health = Health(clock=clock)
+    health.ok("broker")
+    watch = RebalanceWatch(clock=clock)
+    check = _check(watch, health, clock, exits)
+    check()  # no rebalance running
+    watch.on_rebalance_start(None)
+    clock.now += 30.0
+    check()  # at the limit: still fine
+    assert exits == []
+    clock.now += 1.0
+    with (
+        caplog.at_level(logging.ERROR, "interest_stream.rebalance"),
+        pytest.raises(RebalanceStuck, match="not completed in 31s"),
+    ):
+        check()
+    assert exits == [EXIT_REBALANCE_STUCK]
+    assert "rebalance_stuck_seconds=30" in caplog.text
+
+
+def test_time_without_a_broker_does_not_count_and_a_completed_rebalance_resets() -> None:
+    clock, exits = Clock(), []
+    health = Health(clock=clock)
+    watch = RebalanceWatch(clock=clock)
+    check = _check(watch, health, clock, exits)
+    watch.on_rebalance_start(None)
+    health.fail("broker", "BrokerUnreachable: gone")
+    clock.now += 300.0  # a long outage: the rebalance waits it out
+    check()
+    health.ok("broker")
+    clock.now += 20.0
+    watch.on_rebalance_start(None)  # restarted: the first start stays
+    assert watch.running_since() == 1000.0
+    check()  # 20 s of broker
+    watch.on_rebalance_end(None, {})
+    clock.now += 100.0
+    check()
+    assert exits == [] and watch.rebalances == 1 and watch.running_since() is None
+
+
+def test_faust_drives_the_watch_through_its_sensors() -> None:
+    clock = Clock()
+    watch = RebalanceWatch(clock=clock)
+    app = faust.App("rebalance-watch-test", broker="memory://", autodiscover=False)
+    app.sensors.add(watch)
+    app.on_rebalance_start()  # what Faust's consumer calls when partitions are revoked
+    assert watch.running_since() == 1000.0
+    clock.now += 2.5
+    app.on_rebalance_end()  # what Faust's recovery calls once the worker is ready
+    assert watch.running_since() is None and watch.rebalances == 1
+
+
+def test_the_worker_prober_has_the_check_unless_it_is_off(tmp_path) -> None:
+    store = SqliteStore(str(tmp_path / "s.db"))
+    try:
+        for stuck, expected in ((60.0, True), (0.0, False)):
+            settings = Settings(rebalance_stuck_seconds=stuck)
+            prober = worker_prober(settings, "127.0.0.1:1", store, Health(), RebalanceWatch())
+            assert ("rebalance" in prober.checks) is expected
+        assert "rebalance" not in worker_prober(Settings(), "127.0.0.1:1", store, Health()).checks
+    finally:
+        store.close()
+
+
+def test_ok_since_is_the_start_of_the_current_ok_spell() -> None:
+    clock = Clock()
+    health = Health(clock=clock)
+    assert health.ok_since("broker") is None
+    health.ok("broker")
+    clock.now += 5.0
+    health.ok("broker")  # still ok: the spell goes on
+    assert health.ok_since("broker") == 1000.0
+    health.fail("broker", "gone")
+    assert health.ok_since("broker") is None
+    clock.now += 5.0
+    health.ok("broker")
+    assert health.ok_since("broker") == 1010.0
