@@ -27,6 +27,7 @@ from faust.types import EventT
 from models.core import CoreParams
 from models.encoder.base import Encoder
 from streams import transport
+from streams.faust_tables import TablelessManager
 from streams.gc_pauses import process_pauses
 from streams.health import Health, describe
 from streams.model_watch import ModelWatch
@@ -126,6 +127,8 @@ def app_config(settings: Settings, bootstrap: str) -> dict[str, Any]:
         producer_max_request_size=MAX_MESSAGE_BYTES,
         consumer_max_fetch_size=MAX_MESSAGE_BYTES,
         consumer_auto_offset_reset="earliest",
+        # No Faust tables (state lives in the store): no 1 s wait for them at start.
+        TableManager=TablelessManager,
     )
 
 

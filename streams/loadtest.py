@@ -243,6 +243,7 @@ def run_passthrough_worker() -> None:
     import faust
 
     from streams import transport
+    from streams.faust_tables import TablelessManager
 
     settings = load_settings()
     topics = settings.topics
@@ -259,6 +260,7 @@ def run_passthrough_worker() -> None:
         broker_session_timeout=settings.session_timeout_seconds,
         broker_heartbeat_interval=1.0,
         consumer_auto_offset_reset="earliest",
+        TableManager=TablelessManager,  # as the pipeline's worker (streams.app.app_config)
     )
     app.fetch_max_wait_ms = settings.fetch_max_wait_ms
     raw = {"key_serializer": "raw", "value_serializer": "raw"}
