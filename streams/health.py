@@ -201,11 +201,16 @@ class Health:
         elif old is not None:
             log.info("%s recovered after %.1fs", name, mono - old.since_mono)
 
-    def ok_since(self, name: str) -> float | None:
-        """The clock's time since which ``name`` has been ok; None while failing or unreported."""
+    def ok_since(self, *names: str) -> float | None:
+        """The clock's time since which all of ``names`` have been ok; None while one is not.
+
+        None too while one has not reported yet.
+        """
         with self._lock:
-            status = self._status.get(name)
-            return status.since_mono if status is not None and status.reason is None else None
+            statuses = [self._status.get(name) for name in names]
+        if any(s is None or s.reason is not None for s in statuses):
+            return None
+        return max((s.since_mono for s in statuses if s is not None), default=None)
 
     def snapshot(self) -> Snapshot:
         now, wall = self.clock(), self.wall()
@@ -410,7 +415,7 @@ def worker_prober(
     }
     if rebalances is not None and settings.rebalance_stuck_seconds > 0:
         checks["rebalance"] = rebalance_check(
-            rebalances, lambda: health.ok_since("broker"), settings.rebalance_stuck_seconds
+            rebalances, lambda: health.ok_since("broker", "store"), settings.rebalance_stuck_seconds
         )
     return Prober(health, checks, every=every, timeout=timeout)
 

@@ -13,11 +13,12 @@ reports the same after an outage of Apache Kafka.
 clears the stamp when Faust ends it (after the assignment and the seek to the
 committed offsets), logging how long it took. The health prober runs
 `rebalance_check`: a rebalance still going after ``rebalance_stuck_seconds``
-of the broker answering makes the worker not ready, logs why, and exits the
-process with `EXIT_REBALANCE_STUCK` (75, EX_TEMPFAIL) for its supervisor to
-restart it (Kubernetes, compose's ``restart: on-failure``, systemd). Time
-while the broker is unreachable does not count: a rebalance that waits out an
-outage is not stuck. The exit is as safe as a kill -9, which the worker is
+of the broker and the store answering makes the worker not ready, logs why,
+and exits the process with `EXIT_REBALANCE_STUCK` (75, EX_TEMPFAIL) for its
+supervisor to restart it (Kubernetes, compose's ``restart: unless-stopped``,
+systemd). Time while either is unreachable does not count: a rebalance that
+waits out an outage is not stuck (Faust's revocation waits for the batches in
+flight, and those wait for the store). The exit is as safe as a kill -9, which the worker is
 built for: nothing is committed past what is applied, and restarted workers
 skip replayed events by the stored versions.
 
@@ -92,19 +93,17 @@ class RebalanceWatch(faust.Sensor):
             return self._since
 
 
-def stuck_seconds(
-    rebalance_since: float | None, broker_ok_since: float | None, now: float
-) -> float:
-    """How long a rebalance has run while the broker answered (0: none running, or no broker).
+def stuck_seconds(rebalance_since: float | None, healthy_since: float | None, now: float) -> float:
+    """How long a rebalance has run with its dependencies answering (0: none running, or down).
 
     >>> stuck_seconds(10.0, 40.0, 100.0)  # the broker came back at 40
     60.0
     >>> stuck_seconds(10.0, None, 100.0), stuck_seconds(None, 0.0, 100.0)
     (0.0, 0.0)
     """
-    if rebalance_since is None or broker_ok_since is None:
+    if rebalance_since is None or healthy_since is None:
         return 0.0
-    return max(0.0, now - max(rebalance_since, broker_ok_since))
+    return max(0.0, now - max(rebalance_since, healthy_since))
 
 
 def _exit_process(code: int) -> None:
@@ -118,24 +117,25 @@ def _exit_process(code: int) -> None:
 
 def rebalance_check(
     watch: RebalanceWatch,
-    broker_ok_since: Callable[[], float | None],
+    healthy_since: Callable[[], float | None],
     limit: float,
     clock: Callable[[], float] = time.monotonic,
     exit_process: Callable[[int], None] = _exit_process,
 ) -> Callable[[], None]:
     """A health check: raises `RebalanceStuck` (and exits the process) past ``limit`` seconds.
 
-    ``broker_ok_since`` gives the monotonic time since which the broker check
-    has passed (`streams.health.Health.ok_since`), None while it fails.
+    ``healthy_since`` gives the monotonic time since which the broker and
+    store checks have passed (`streams.health.Health.ok_since`), None while
+    one fails.
     """
 
     def check() -> None:
-        stuck = stuck_seconds(watch.running_since(), broker_ok_since(), clock())
+        stuck = stuck_seconds(watch.running_since(), healthy_since(), clock())
         if stuck <= limit:
             return
         reason = (
             f"the consumer group rebalance has not completed in {stuck:.0f}s while the "
-            f"broker answers (rebalance_stuck_seconds={limit:g}); exiting with "
+            f"broker and the store answer (rebalance_stuck_seconds={limit:g}); exiting with "
             f"{EXIT_REBALANCE_STUCK} for the supervisor to restart the worker"
         )
         log.error("%s", reason)

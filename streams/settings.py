@@ -205,9 +205,10 @@ class Settings:
     #: partitions unread until that timeout, as static members send no leave.
     group_instance_id: str = ""
     #: A worker whose consumer-group rebalance has not completed after this
-    #: many seconds of the broker answering exits with 75 for its supervisor to
-    #: restart it (`streams.rebalance_watch`: Faust can stay stuck after an
-    #: outage); 0: never. Checked by the health prober (``health_port`` set).
+    #: many seconds of the broker and the store answering exits with 75 for
+    #: its supervisor to restart it (`streams.rebalance_watch`: Faust can stay
+    #: stuck after an outage); 0: never. Checked by the health prober
+    #: (``health_port`` set).
     rebalance_stuck_seconds: float = 60.0
     commit_interval_seconds: float = 1.0
     #: Longest a fetch waits on the broker for data (Faust's own is 1.5 s). The

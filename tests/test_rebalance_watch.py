@@ -26,9 +26,13 @@ class Clock:
         return self.now
 
 
-def _check(watch: RebalanceWatch, broker: Health, clock: Clock, exits: list[int]):
+def _check(watch: RebalanceWatch, health: Health, clock: Clock, exits: list[int]):
     return rebalance_check(
-        watch, lambda: broker.ok_since("broker"), 30.0, clock=clock, exit_process=exits.append
+        watch,
+        lambda: health.ok_since("broker", "store"),
+        30.0,
+        clock=clock,
+        exit_process=exits.append,
     )
 
 
@@ -38,6 +42,7 @@ def test_a_rebalance_past_the_limit_with_the_broker_up_exits_with_75(
     clock, exits = Clock(), []
     health = Health(clock=clock)
     health.ok("broker")
+    health.ok("store")
     watch = RebalanceWatch(clock=clock)
     check = _check(watch, health, clock, exits)
     check()  # no rebalance running
@@ -55,9 +60,10 @@ def test_a_rebalance_past_the_limit_with_the_broker_up_exits_with_75(
     assert "rebalance_stuck_seconds=30" in caplog.text
 
 
-def test_time_without_a_broker_does_not_count_and_a_completed_rebalance_resets() -> None:
+def test_time_without_a_broker_or_store_does_not_count_and_an_end_resets() -> None:
     clock, exits = Clock(), []
     health = Health(clock=clock)
+    health.ok("store")
     watch = RebalanceWatch(clock=clock)
     check = _check(watch, health, clock, exits)
     watch.on_rebalance_start(None)
@@ -69,6 +75,12 @@ def test_time_without_a_broker_does_not_count_and_a_completed_rebalance_resets()
     watch.on_rebalance_start(None)  # restarted: the first start stays
     assert watch.running_since() == 1000.0
     check()  # 20 s of broker
+    health.fail("store", "NoHostAvailable")  # a revocation waits for batches retrying the store
+    clock.now += 100.0
+    check()
+    health.ok("store")
+    clock.now += 20.0
+    check()
     watch.on_rebalance_end(None, {})
     clock.now += 100.0
     check()
@@ -99,7 +111,7 @@ def test_the_worker_prober_has_the_check_unless_it_is_off(tmp_path) -> None:
         store.close()
 
 
-def test_ok_since_is_the_start_of_the_current_ok_spell() -> None:
+def test_ok_since_is_the_start_of_the_current_spell_with_all_of_them_ok() -> None:
     clock = Clock()
     health = Health(clock=clock)
     assert health.ok_since("broker") is None
@@ -107,8 +119,11 @@ def test_ok_since_is_the_start_of_the_current_ok_spell() -> None:
     clock.now += 5.0
     health.ok("broker")  # still ok: the spell goes on
     assert health.ok_since("broker") == 1000.0
+    assert health.ok_since("broker", "store") is None  # the store has not reported
+    health.ok("store")
+    assert health.ok_since("broker", "store") == 1005.0
     health.fail("broker", "gone")
-    assert health.ok_since("broker") is None
+    assert health.ok_since("broker") is None and health.ok_since("store") == 1005.0
     clock.now += 5.0
     health.ok("broker")
-    assert health.ok_since("broker") == 1010.0
+    assert health.ok_since("broker", "store") == 1010.0
