@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import logging
+import subprocess
+import sys
+import textwrap
 
 import faust
 import pytest
@@ -127,3 +130,22 @@ def test_ok_since_is_the_start_of_the_current_spell_with_all_of_them_ok() -> Non
     clock.now += 5.0
     health.ok("broker")
     assert health.ok_since("broker", "store") == 1010.0
+
+
+def test_the_exit_from_the_prober_s_thread_ends_the_process_with_75_and_keeps_the_log() -> None:
+    """The real exit: from a thread, as the prober runs it, with the log line flushed first."""
+    script = textwrap.dedent(
+        """
+        import logging, sys, threading, time
+        from streams.rebalance_watch import RebalanceWatch, rebalance_check
+        logging.basicConfig(stream=sys.stderr, level=logging.INFO)
+        watch = RebalanceWatch(clock=lambda: 0.0)
+        watch.on_rebalance_start(None)
+        check = rebalance_check(watch, lambda: 0.0, 30.0, clock=lambda: 100.0)
+        threading.Thread(target=check, daemon=True).start()
+        time.sleep(30)  # the main thread is busy elsewhere, as Faust's loop would be
+        """
+    )
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert run.returncode == EXIT_REBALANCE_STUCK, run.stderr
+    assert "has not completed in 100s" in run.stderr
