@@ -18,9 +18,9 @@ and exits the process with `EXIT_REBALANCE_STUCK` (75, EX_TEMPFAIL) for its
 supervisor to restart it (Kubernetes, compose's ``restart: unless-stopped``,
 systemd). Time while either is unreachable does not count: a rebalance that
 waits out an outage is not stuck (Faust's revocation waits for the batches in
-flight, and those wait for the store). The exit is as safe as a kill -9, which the worker is
-built for: nothing is committed past what is applied, and restarted workers
-skip replayed events by the stored versions.
+flight, and those wait for the store). The exit is as safe as a kill -9,
+which the worker is built for: nothing is committed past what is applied, and
+restarted workers skip replayed events by the stored versions.
 
 >>> clock = iter([0.0, 100.0]).__next__
 >>> watch = RebalanceWatch(clock=clock)
@@ -52,7 +52,7 @@ EXIT_REBALANCE_STUCK = 75
 
 
 class RebalanceStuck(RuntimeError):
-    """A consumer-group rebalance has not completed for too long while the broker answers."""
+    """A rebalance has not completed for too long while the broker and the store answer."""
 
 
 class RebalanceWatch(faust.Sensor):
