@@ -320,13 +320,17 @@ def test_bench_catalogue_size_preloads_generated_items_and_the_index_ranks(
     ``ann_min_items`` is lowered below the catalogue (10,000 by default) so a
     CI-sized catalogue takes the path a 100,000-item one takes. The ramps
     skip their bisection (``--bisections 0``): the test above checks the
-    ramp; this one checks the catalogue.
+    ramp; this one checks the catalogue. So they start at 50/s, not --quick's
+    200/s: without a bisection a failing first step leaves no sustainable
+    rate, and the pipeline at 200/s is near its limit here (a CI run measured
+    p99 2,160 ms there, against --quick's 1,000 ms limit).
     """
     out = tmp_path / "bench.json"
     env = {**os.environ, "INTEREST_STREAM_HOME": str(tmp_path / "home")}  # its embedding cache
     run = subprocess.run(
         [sys.executable, "-m", "streams.cli", "bench", "--quick", "--catalogue-size", "2000",
-         "--set", "ann_min_items=1000", "--bisections", "0", "--out", str(out),
+         "--set", "ann_min_items=1000", "--bisections", "0", "--start-rate", "50",
+         "--out", str(out),
          "--encoder-cache", str(encoder_artifact.parent)],
         cwd=ROOT, capture_output=True, text=True, timeout=400, env=env,
     )  # fmt: skip
