@@ -4,7 +4,9 @@ Per micro-batch the behaviours agent (1) runs `BehaviourProcessor.process`
 in a thread, which writes the users' states, (2) drops the deltas of users
 whose stored state another worker has moved on since (a paused zombie's
 late batch: `BehaviourProcessor.drop_superseded`), (3) produces the deltas
-and dead letters and waits until the broker has them, and only then (4) lets
+and dead letters and waits until the broker has them (after a publish slow
+enough for a handover, it logs the deltas that went out behind a newer
+owner's: `BehaviourProcessor.published_superseded`), and only then (4) lets
 Faust ack the batch, whose offsets the consumer commits. Store or broker
 failures are retried with backoff instead of raised: raising would let Faust
 ack the batch and lose it. Failures tied to one record or user never get
@@ -164,6 +166,7 @@ def create_app(settings: Settings, bootstrap: str, runtime: Runtime) -> faust.Ap
         events: list[EventT],
         process: Callable[[list[RawRecord]], Outcome],
         recheck: Callable[[Outcome], Outcome] | None,
+        late: Callable[[Outcome], int] | None,
     ) -> None:
         records = [_raw(e) for e in events]
         queued = _queued_seconds(records, time.time())
@@ -188,6 +191,19 @@ def create_app(settings: Settings, bootstrap: str, runtime: Runtime) -> faust.Ap
             "produce", lambda: produce(outcome.outputs), health=health, component=f"{agent}.produce"
         )
         t2 = time.perf_counter()
+        if late is not None and t2 - tp >= settings.session_timeout_seconds / 2:
+            # Long enough for the group to have handed the partitions over
+            # after the recheck read the versions (a pause): say what went out late.
+            published = outcome
+            n = await _retrying(
+                "late check",
+                lambda: asyncio.to_thread(late, published),
+                health=health,
+                component=f"{agent}.process",
+            )
+            outcome = Outcome(
+                outcome.outputs, {**outcome.counts, "published_late": n}, outcome.stages
+            )
         health.count(agent, outcome.counts)
         # The thread hop: what `process` took from here less what it measured inside.
         hop = max(0.0, (tp - t0) - sum(outcome.stages.values()))
@@ -204,12 +220,16 @@ def create_app(settings: Settings, bootstrap: str, runtime: Runtime) -> faust.Ap
         )  # fmt: skip
 
     def batched_agent(
-        name: str, sources: tuple[str, ...], process: Callable, recheck: Callable | None = None
+        name: str,
+        sources: tuple[str, ...],
+        process: Callable,
+        recheck: Callable | None = None,
+        late: Callable | None = None,
     ) -> None:
         async def agent(stream: faust.StreamT) -> None:
             batch_max, within = settings.batching(name)
             async for events in stream.take_events(batch_max, within=within):
-                await run_batch(name, events, process, recheck)
+                await run_batch(name, events, process, recheck, late)
 
         app.agent(app.topic(*sources, **raw), name=name)(agent)
 
@@ -222,6 +242,7 @@ def create_app(settings: Settings, bootstrap: str, runtime: Runtime) -> faust.Ap
             (topics.behaviours, topics.wakeups),
             behaviours.process,
             behaviours.drop_superseded,
+            behaviours.published_superseded,
         )
     if "items" in settings.role_set:
         batched_agent("items", (topics.items,), runtime.items.process)

@@ -912,11 +912,7 @@ class BehaviourProcessor:
         paused batch's deltas then would move consumers back. The new owner
         restated those users (`replay` deltas), so nothing is lost by dropping them.
         """
-        fences = {o.fence for o in outcome.outputs if o.fence is not None}
-        if not fences:
-            return outcome
-        stored = self.store.versions(sorted({user for user, _ in fences}))
-        moved = {(user, v) for user, v in fences if stored.get(user, 0) != v}
+        moved, stored = self._moved_on(outcome)
         if not moved:
             return outcome
         for user, version in sorted(moved):
@@ -930,6 +926,36 @@ class BehaviourProcessor:
         counts["superseded"] = counts.get("superseded", 0) + dropped
         counts["deltas"] = counts.get("deltas", 0) - dropped
         return Outcome(kept, counts, outcome.stages)
+
+    def published_superseded(self, outcome: Outcome) -> int:
+        """After a slow publish: report the deltas that went out after another worker's newer ones.
+
+        `drop_superseded` reads the stored versions before the produce; a
+        pause that starts after that read and outlasts the session timeout
+        lets the group hand the partitions over, and the paused batch's
+        deltas reach the topic when the worker resumes, behind the new
+        owner's newer versions. Without a broker-side fence (Kafka
+        transactions) nothing can hold them back at that point; they carry
+        the older versions, so `streams.downstream.RecommendationView` (and
+        any consumer that applies deltas by version) drops them as ``stale``.
+        This names them in the log, one line per user; the count of such deltas.
+        """
+        moved, stored = self._moved_on(outcome)
+        for user, version in sorted(moved):
+            log.warning(
+                "published deltas of user=%s at v%d late: the store holds v%d (another "
+                "worker took over during the publish); consumers drop them as stale",
+                user, version, stored.get(user, 0),
+            )  # fmt: skip
+        return sum(1 for o in outcome.outputs if o.fence in moved)
+
+    def _moved_on(self, outcome: Outcome) -> tuple[set[tuple[str, int]], dict[str, int]]:
+        """The fences (user, version) of ``outcome`` the store no longer holds; stored versions."""
+        fences = {o.fence for o in outcome.outputs if o.fence is not None}
+        if not fences:
+            return set(), {}
+        stored = self.store.versions(sorted({user for user, _ in fences}))
+        return {(user, v) for user, v in fences if stored.get(user, 0) != v}, stored
 
 
 _NONE = StoredItem("", None)

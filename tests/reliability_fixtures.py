@@ -52,7 +52,7 @@ import subprocess
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -396,7 +396,7 @@ def _vector_problems(user: str, got: UserState, want: UserState) -> list[str]:
 
 
 def assert_deltas_agree(
-    rig: Rig, stored: dict[str, object], *, allow_version_back: bool = False
+    rig: Rig, stored: dict[str, object], *, published_late: Collection[tuple[str, int]] = ()
 ) -> dict[str, int]:
     """Downstream ends with exactly the stored lists; no event in two deltas of a user.
 
@@ -407,12 +407,15 @@ def assert_deltas_agree(
     ``events`` deltas of one user never name an event twice (a batch applied
     after a crash is restated as ``replay``, never re-applied), and, in
     partition order, a non-replay delta's version is above every earlier
-    delta's of its user (``allow_version_back`` lifts that last check).
-    Returns the view's counters.
+    delta's of its user, unless the worker logged it as published late
+    (``published_late``: (user, version) pairs, from the lines of
+    `BehaviourProcessor.published_superseded`), and then the view must have
+    dropped it as ``stale``. Returns the view's counters.
     """
     view, in_order = rig.read_deltas()
     counts = view.counts()
     problems = []
+    behind = 0
     for user, state in stored.items():
         assert isinstance(state, UserState)
         if view.items(user) != [i for i, _ in state.top_k]:
@@ -430,9 +433,14 @@ def assert_deltas_agree(
             problems.append(f"{user}: events in two deltas: {sorted(twice)[:5]}")
         top = -1
         for d in deltas:
-            if d["cause"]["kind"] != "replay" and d["version"] < top and not allow_version_back:
-                problems.append(f"{user}: delta v{d['version']} after v{top} ({d['cause']})")
+            if d["cause"]["kind"] != "replay" and d["version"] < top:
+                if (user, d["version"]) in published_late:
+                    behind += 1
+                else:
+                    problems.append(f"{user}: delta v{d['version']} after v{top} ({d['cause']})")
             top = max(top, d["version"])
+    if counts["stale"] < behind:
+        problems.append(f"{behind} deltas published late, the view dropped {counts['stale']}")
     assert not problems, f"{len(problems)} problems, first: " + "\n".join(problems[:15])
     return counts
 
@@ -450,7 +458,7 @@ def check_guarantee(
     stream: Stream,
     positions: Sequence[tuple[int, int]],
     *,
-    allow_version_back: bool = False,
+    published_late: Collection[tuple[str, int]] = (),
 ) -> dict[str, int]:
     """The whole guarantee after a run: states equal the reference, downstream agrees."""
     store = open_store(rig.settings)
@@ -460,7 +468,7 @@ def check_guarantee(
     finally:
         store.close()
     assert_same_states(stored, reference, stream)
-    return assert_deltas_agree(rig, stored, allow_version_back=allow_version_back)
+    return assert_deltas_agree(rig, stored, published_late=published_late)
 
 
 def readiness(worker: Worker, timeout: float = 3.0) -> tuple[int, dict]:

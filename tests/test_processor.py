@@ -233,6 +233,27 @@ def test_a_paused_worker_does_not_publish_what_a_newer_owner_superseded(
     assert outputs(paused.behaviours.drop_superseded(Outcome()), TOPICS.deltas) == []
 
 
+def test_deltas_published_behind_a_newer_owner_are_named(
+    store: SqliteStore, onnx_cpu_encoder: OnnxEncoder, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A passed its recheck, then paused before its produce; B moved the user on meanwhile."""
+    paused, owner = Worker(store, onnx_cpu_encoder), Worker(store, onnx_cpu_encoder)
+    paused.items.process(item_records())
+    user = WORKLOAD.events[0]["user_id"]
+    events = [e for e in WORKLOAD.events if e["user_id"] == user]
+    checked = paused.behaviours.drop_superseded(
+        paused.behaviours.process(event_records(events[:2]))
+    )
+    sent = len(outputs(checked, TOPICS.deltas))
+    assert sent and paused.behaviours.published_superseded(checked) == 0, "nobody moved on yet"
+
+    owner.behaviours.process(event_records(events[:4]))  # the new owner replays and moves on
+    with caplog.at_level(logging.WARNING, logger="interest_stream"):
+        assert paused.behaviours.published_superseded(checked) == sent
+    (line,) = [r.getMessage() for r in caplog.records if "late" in r.getMessage()]
+    assert f"user={user} at v" in line and "drop them as stale" in line
+
+
 def test_a_query_is_decomposed_encoded_and_applied_and_stores_no_item(
     worker: Worker, store: SqliteStore
 ) -> None:
