@@ -1,6 +1,11 @@
 """Nothing lost, nothing applied twice: kill -9 a worker mid-stream, restart it.
 
-On the embedded engines and on Apache Kafka + Apache Cassandra.
+On the embedded engines (tansu and SQLite), with dynamic group membership:
+the restart waits out the dead member's session. Apache Kafka + Apache
+Cassandra get the same guarantee, and more, from
+`tests/test_reliability_crash.py` (20,000 events, five kills, static
+membership). This test ran on them too, for 18 s of every CI run; what it
+added there, the dynamic-membership restart, the embedded run checks.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ from tests.pipeline_fixtures import backend_settings
 pytestmark = pytest.mark.broker
 
 
-@pytest.mark.parametrize("backend", ["embedded-sqlite", "kafka-cassandra"])
+@pytest.mark.parametrize("backend", ["embedded-sqlite"])
 def test_kill_and_restart_applies_every_event_exactly_once(
     backend: str, request: pytest.FixtureRequest, encoder_artifact: Path, tmp_path: Path
 ) -> None:
