@@ -5,6 +5,11 @@
 # Idempotent: a second run only checks what is installed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+installer="${INTEREST_STREAM_INSTALLER:-uv}"
+case "$installer" in
+    uv | pip) ;;
+    *) echo "INTEREST_STREAM_INSTALLER must be uv or pip, not '$installer'" >&2; exit 2 ;;
+esac
 
 python=${PYTHON:-python3}
 if ! "$python" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' 2>/dev/null; then
@@ -21,7 +26,7 @@ extras=${INTEREST_STREAM_EXTRAS:-train,dev}
 # 46 s cold and 31 s warm against pip's ~150 s on this 2-core machine.
 # INTEREST_STREAM_INSTALLER=pip installs with pip instead; a pip index
 # setting (PIP_INDEX_URL) is handed to uv.
-if [ "${INTEREST_STREAM_INSTALLER:-uv}" = uv ]; then
+if [ "$installer" = uv ]; then
     .venv/bin/python -m pip install --quiet "uv==0.13.8"
     if [ -n "${PIP_INDEX_URL:-}" ] && [ -z "${UV_DEFAULT_INDEX:-}" ]; then
         export UV_DEFAULT_INDEX="$PIP_INDEX_URL"

@@ -97,3 +97,21 @@ store.close()
     assert not got["package"].startswith(str(ROOT)), "imported the checkout, not the wheel"
     assert Path(got["schema"]).is_file() and not got["schema"].startswith(str(ROOT))
     assert got["states"] == 0
+
+
+def test_setup_refuses_an_unknown_installer_before_touching_anything(tmp_path: Path) -> None:
+    """A typo in INTEREST_STREAM_INSTALLER is an error, not a silent pip install."""
+    copy = tmp_path / "checkout"
+    (copy / "deploy").mkdir(parents=True)
+    shutil.copy(ROOT / "deploy" / "setup.sh", copy / "deploy" / "setup.sh")
+    run = subprocess.run(
+        ["bash", "deploy/setup.sh"],
+        cwd=copy,
+        env={"PATH": "/usr/bin:/bin", "INTEREST_STREAM_INSTALLER": "uvv"},
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert run.returncode == 2
+    assert run.stderr.strip() == "INTEREST_STREAM_INSTALLER must be uv or pip, not 'uvv'"
+    assert not (copy / ".venv").exists()
