@@ -24,6 +24,7 @@ from cassandra.cluster import NoHostAvailable
 from deploy.engines import cassandra, tls
 from deploy.engines.common import EngineError
 from streams.settings import Settings
+from streams.stores import StoreUnreachable
 from streams.stores.cassandra import CassandraStore
 from streams.worker import open_store
 from tests.engine_fixtures import SecureCassandra, TlsKafka
@@ -60,9 +61,11 @@ def connect(secure: SecureCassandra, **overrides: Any) -> CassandraStore:
 def refused(secure: SecureCassandra, **overrides: Any) -> str:
     """Connect with ``overrides``; the driver's error text (it must fail, and fast)."""
     began = time.monotonic()
-    with pytest.raises(NoHostAvailable) as caught:
+    with pytest.raises(StoreUnreachable) as caught:
         connect(secure, **overrides).close()
     assert time.monotonic() - began < 10
+    assert isinstance(caught.value.__cause__, NoHostAvailable)
+    assert str(caught.value).startswith("could not connect to Cassandra at ")
     return str(caught.value)
 
 

@@ -100,3 +100,20 @@ def test_a_worker_whose_broker_does_not_answer_says_so_in_one_line(
     assert result.exit_code == 1 and "Traceback" not in result.output
     assert "no Kafka broker answered at 127.0.0.1:1" in result.output
     assert "leave out --bootstrap" in result.output
+
+
+def test_a_worker_whose_cassandra_is_not_there_says_so_in_one_line(tmp_path: Path) -> None:
+    """No driver traceback: where it looked, why it failed, what to do."""
+    from streams.ports import free_port
+
+    port = free_port()  # nothing listens there
+    run = subprocess.run(
+        [sys.executable, "-m", "streams.cli", "worker", "--cassandra", f"127.0.0.1:{port}",
+         "--data-dir", str(tmp_path)],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert run.returncode == 1, run.stderr[-2000:]
+    assert "Traceback" not in run.stderr, run.stderr[-2000:]
+    (line,) = [x for x in run.stderr.splitlines() if x.startswith("Error:")]
+    assert f"could not connect to Cassandra at 127.0.0.1:{port}" in line
+    assert "Connection refused" in line and "deploy.engines cassandra start" in line

@@ -26,9 +26,20 @@ from streams.cli.encoder import models_group
 from streams.cli.evaluate import eval_command
 from streams.cli.pipeline import init, query, redrive, show_settings, snapshot, worker
 from streams.cli.train import train_command
+from streams.stores import StoreUnreachable
 
 
-@click.group()
+class _Main(click.Group):
+    """The group; a store that does not answer is a one-line error, in every command."""
+
+    def invoke(self, ctx: click.Context) -> object:
+        try:
+            return super().invoke(ctx)
+        except StoreUnreachable as exc:
+            raise click.ClickException(str(exc)) from exc
+
+
+@click.group(cls=_Main)
 def main() -> None:
     """Streaming interest evolution: behaviours in, recommendation deltas out."""
 

@@ -16,6 +16,15 @@ if TYPE_CHECKING:
     from streams.settings import Settings
     from streams.stores.base import Store
 
+
+class StoreUnreachable(ConnectionError):
+    """The store named by the settings does not answer when it is opened.
+
+    The message says where the store was looked for and what to do; the
+    command line prints it as one line instead of a driver traceback.
+    """
+
+
 #: Setting value -> "module:Class".
 BACKENDS: dict[str, str] = {
     "sqlite": "streams.stores.sqlite:SqliteStore",

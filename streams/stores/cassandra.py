@@ -120,7 +120,13 @@ from typing import Any
 import numpy as np
 from cassandra import ConsistencyLevel, OperationTimedOut, ReadTimeout, WriteTimeout
 from cassandra.auth import PlainTextAuthProvider
-from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile, Session
+from cassandra.cluster import (
+    EXEC_PROFILE_DEFAULT,
+    Cluster,
+    ExecutionProfile,
+    NoHostAvailable,
+    Session,
+)
 from cassandra.concurrent import execute_concurrent
 from cassandra.policies import (
     DCAwareRoundRobinPolicy,
@@ -138,6 +144,7 @@ from cassandra.query import (
 from models.state import UnreadableState, UserState, encode_state, read_state
 from streams.failures import InfrastructureError
 from streams.settings import Settings
+from streams.stores import StoreUnreachable
 from streams.stores.base import StoredBlob, StoredItem, check_blob_name, check_blob_write
 from streams.stores.replication import DEFAULT_REPLICATION
 from streams.stores.replication import replication_cql as replication_cql_of
@@ -363,7 +370,10 @@ class CassandraStore:
         )
         self._feed_head: int | None = None
         try:
-            self._session: Session = self._cluster.connect()
+            try:
+                self._session: Session = self._cluster.connect()
+            except NoHostAvailable as exc:
+                raise StoreUnreachable(_unreachable(points, port, exc)) from exc
             if create_schema:
                 self._create_schema(Path(schema_file or SCHEMA_FILE), replication_cql)
             self._prepare()
@@ -901,6 +911,27 @@ def _consistency(name: str) -> int:
         return ConsistencyLevel.name_to_value[name.upper()]
     except KeyError:
         raise ValueError(f"unknown consistency level {name!r}") from None
+
+
+def _unreachable(points: Sequence[str], port: int, exc: NoHostAvailable) -> str:
+    """What a first connect that reached no node says: where, why, what to do.
+
+    >>> err = NoHostAvailable("Unable to connect to any servers",
+    ...                       {"127.0.0.1:1": ConnectionRefusedError(111, "Connection refused")})
+    >>> print(_unreachable(["127.0.0.1"], 1, err))  # doctest: +NORMALIZE_WHITESPACE
+    could not connect to Cassandra at 127.0.0.1:1 (127.0.0.1:1: [Errno 111] Connection refused).
+    Is it running (python -m deploy.engines cassandra start)? Are --cassandra and the
+    INTEREST_STREAM_CASSANDRA_* settings (contact points, port, credentials, TLS) right?
+    Without them the worker uses its embedded store.
+    """
+    errors = exc.errors if isinstance(getattr(exc, "errors", None), dict) else {}
+    why = "; ".join(f"{host}: {error}" for host, error in errors.items()) or str(exc)
+    return (
+        f"could not connect to Cassandra at {','.join(points)}:{port} ({why[:1000]}). "
+        "Is it running (python -m deploy.engines cassandra start)? Are --cassandra and the "
+        "INTEREST_STREAM_CASSANDRA_* settings (contact points, port, credentials, TLS) right? "
+        "Without them the worker uses its embedded store."
+    )
 
 
 def _firsts(results: Iterable[Any]) -> Iterator[dict[str, Any] | None]:
