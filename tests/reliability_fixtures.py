@@ -69,6 +69,7 @@ from streams.admin import committed, wait_committed
 from streams.downstream import DeltaConsumer, RecommendationView
 from streams.ports import free_port
 from streams.processor import CatalogueSync
+from streams.rebalance_watch import EXIT_REBALANCE_STUCK
 from streams.settings import Settings
 from streams.stores.base import Store
 from streams.tail import ends_of, publish
@@ -117,6 +118,8 @@ class Worker:
     proc: subprocess.Popen
     log: Path
     health_port: int
+    #: Times the rig restarted it after it gave up on a stuck rebalance.
+    restarts: int = 0
 
     @property
     def alive(self) -> bool:
@@ -144,6 +147,11 @@ class Rig:
 
     ``settings`` is the app's (one consumer group ``app_id``, one store,
     its own topics); every worker gets them with a health port of its own.
+    The rig plays supervisor for one case: a worker that exits with
+    `EXIT_REBALANCE_STUCK` (Faust stuck in a rebalance, `streams.rebalance_watch`)
+    is started again in place, same name, log and health port, as
+    Kubernetes or compose would; its ``restarts`` counts it. Any other exit
+    is the test's to see.
     """
 
     settings: Settings
@@ -152,6 +160,8 @@ class Rig:
     workers: list[Worker] = field(default_factory=list)
     _producer: KafkaProducer | None = None
     _pool: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(2))
+    _closing: threading.Event = field(default_factory=threading.Event)
+    _supervisor: threading.Thread | None = None
 
     @property
     def group(self) -> str:
@@ -173,7 +183,20 @@ class Rig:
         log = self.folder / f"{name}.log"
         worker = Worker(name, spawn_worker(settings, self.bootstrap, log), log, port)
         self.workers.append(worker)
+        if self._supervisor is None:
+            self._supervisor = threading.Thread(target=self._supervise, name="rig", daemon=True)
+            self._supervisor.start()
         return worker
+
+    def _supervise(self) -> None:
+        while not self._closing.wait(0.5):
+            for worker in list(self.workers):
+                if worker.proc.poll() == EXIT_REBALANCE_STUCK and not self._closing.is_set():
+                    settings = self.settings.replace(
+                        health_port=worker.health_port, health_host="127.0.0.1"
+                    )
+                    worker.restarts += 1
+                    worker.proc = spawn_worker(settings, self.bootstrap, worker.log)
 
     def kill(self, worker: Worker, sig: int = signal.SIGKILL) -> None:
         """Send ``sig``; for SIGKILL also reap the process."""
@@ -289,6 +312,9 @@ class Rig:
         )
 
     def close(self) -> None:
+        self._closing.set()
+        if self._supervisor is not None:
+            self._supervisor.join(5)
         for worker in self.workers:
             if worker.alive:
                 with contextlib.suppress(ProcessLookupError):
