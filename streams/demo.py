@@ -22,7 +22,13 @@ from kafka import KafkaProducer
 from tqdm import tqdm
 
 from models.encoder import ensure_exported
-from streams.admin import BrokerError, committed, delete_topics, ensure_topics, wait_committed
+from streams.admin import (
+    BrokerError,
+    CommitWatch,
+    delete_topics,
+    ensure_topics,
+    wait_committed,
+)
 from streams.embedded_broker import broker_for
 from streams.ports import free_port
 from streams.security import kafka_security
@@ -240,9 +246,10 @@ class _Watch:
     def progress(self, topic: str, total: int, publishing: Future) -> None:
         """A progress bar of committed records while the replay is still producing."""
         deadline = time.monotonic() + self.timeout
-        with tqdm(total=total, desc="processed", unit="ev") as bar:
+        watch = CommitWatch(self.bootstrap, self.group, **self.security)
+        with watch, tqdm(total=total, desc="processed", unit="ev") as bar:
             while time.monotonic() < deadline:
-                offsets = committed(self.bootstrap, self.group, topic, **self.security)
+                offsets = watch.offsets(topic)
                 bar.update(sum(offsets.values()) - bar.n)
                 if publishing.done():
                     ends = ends_of(publishing.result())

@@ -61,3 +61,28 @@ def test_a_snapshot_nobody_answers_fails_clearly(embedded_broker) -> None:
     assert run.exit_code == 1
     assert "no snapshot after 2s for 2 user(s) (u1, u2)" in run.output
     assert "worker with the behaviours role" in run.output
+
+
+def test_commit_watch_follows_a_group_over_one_client(embedded_broker) -> None:
+    from kafka import KafkaConsumer, TopicPartition
+    from kafka.structs import OffsetAndMetadata
+
+    from streams.admin import CommitWatch, committed
+
+    bootstrap = embedded_broker.bootstrap
+    topics = Topics(partitions=2).prefixed("cw-")
+    ensure_topics(bootstrap, topics)
+    with CommitWatch(bootstrap, "cw-group") as watch:
+        assert watch.offsets(topics.behaviours) == {}  # nothing committed yet
+        client = watch._admin
+        consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id="cw-group")
+        try:
+            tp = TopicPartition(topics.behaviours, 1)
+            consumer.commit({tp: OffsetAndMetadata(7, "", -1)})
+        finally:
+            consumer.close()
+        assert watch.offsets(topics.behaviours) == {1: 7}
+        assert watch.offsets(topics.items) == {}  # other topics of the group are left out
+        assert watch._admin is client  # the same client for every look
+    assert watch._admin is None  # closed on leaving
+    assert committed(bootstrap, "cw-group", topics.behaviours) == {1: 7}
