@@ -330,7 +330,7 @@ def test_bench_catalogue_size_preloads_generated_items_and_the_index_ranks(
     env = {**os.environ, "INTEREST_STREAM_HOME": str(tmp_path / "home")}  # its embedding cache
     run = subprocess.run(
         [sys.executable, "-m", "streams.cli", "bench", "--quick", "--catalogue-size", "1200",
-         "--set", "ann_min_items=1000", "--bisections", "0", "--start-rate", "100",
+         "--set", "ann_min_items=500", "--bisections", "0", "--start-rate", "100",
          "--step-seconds", "1", "--measure-seconds", "2", "--out", str(out),
          "--encoder-cache", str(encoder_artifact.parent)],
         cwd=ROOT, capture_output=True, text=True, timeout=400, env=env,
