@@ -170,22 +170,19 @@ def create_app(settings: Settings, bootstrap: str, runtime: Runtime) -> faust.Ap
     ) -> None:
         records = [_raw(e) for e in events]
         queued = _queued_seconds(records, time.time())
+
+        async def in_thread(what: str, step: Callable[[Any], T], arg: object) -> T:
+            """``step(arg)`` in a thread, retried on infrastructure failures."""
+            return await _retrying(
+                what, lambda: asyncio.to_thread(step, arg), health=health,
+                component=f"{agent}.process",
+            )  # fmt: skip
+
         t0 = time.perf_counter()
-        outcome = await _retrying(
-            "process",
-            lambda: asyncio.to_thread(process, records),
-            health=health,
-            component=f"{agent}.process",
-        )
+        outcome = await in_thread("process", process, records)
         tp = time.perf_counter()
         if recheck is not None:  # as late as possible: a pause may have come in between
-            processed = outcome
-            outcome = await _retrying(
-                "recheck",
-                lambda: asyncio.to_thread(recheck, processed),
-                health=health,
-                component=f"{agent}.process",
-            )
+            outcome = await in_thread("recheck", recheck, outcome)
         t1 = time.perf_counter()
         await _retrying(
             "produce", lambda: produce(outcome.outputs), health=health, component=f"{agent}.produce"
@@ -194,16 +191,7 @@ def create_app(settings: Settings, bootstrap: str, runtime: Runtime) -> faust.Ap
         if late is not None and t2 - tp >= settings.session_timeout_seconds / 2:
             # Long enough for the group to have handed the partitions over
             # after the recheck read the versions (a pause): say what went out late.
-            published = outcome
-            n = await _retrying(
-                "late check",
-                lambda: asyncio.to_thread(late, published),
-                health=health,
-                component=f"{agent}.process",
-            )
-            outcome = Outcome(
-                outcome.outputs, {**outcome.counts, "published_late": n}, outcome.stages
-            )
+            outcome.count("published_late", await in_thread("late check", late, outcome))
         health.count(agent, outcome.counts)
         # The thread hop: what `process` took from here less what it measured inside.
         hop = max(0.0, (tp - t0) - sum(outcome.stages.values()))
