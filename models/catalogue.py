@@ -21,6 +21,42 @@ if TYPE_CHECKING:
 
 _CATALOGUES = itertools.count()
 
+#: Queries per matrix product in `blocked_product`.
+SCORE_BLOCK = 32
+
+
+def blocked_product(queries: np.ndarray, matrix: np.ndarray) -> np.ndarray:
+    """``queries @ matrix.T`` ([q, rows]) in products of exactly `SCORE_BLOCK` queries.
+
+    A BLAS picks its kernel, and so its rounding, by a product's shape: one
+    query alone (a matrix-vector product) or two beside each other can get
+    last bits other than the same query in a wider product. Every product
+    here has the same shape (the last block padded with zero queries), so
+    a query's result does not depend on what it is multiplied beside, and a
+    micro-batch's users can be scored together with the numbers each gets
+    alone (`tests/test_batched_scores.py` checks it on the BLAS at hand).
+    The dtype is numpy's for the two operands.
+
+    >>> m = np.eye(3, dtype=np.float32)
+    >>> blocked_product(np.array([[1.0, 2.0, 3.0]], dtype=np.float32), m).tolist()
+    [[1.0, 2.0, 3.0]]
+    """
+    q, m = np.asarray(queries), np.asarray(matrix)
+    dtype = np.result_type(q, m)
+    blocks = -(-len(q) // SCORE_BLOCK)
+    padded = np.zeros((blocks * SCORE_BLOCK, m.shape[1]), dtype=dtype)
+    padded[: len(q)] = q
+    out = np.empty((len(padded), len(m)), dtype=dtype)
+    for start in range(0, len(padded), SCORE_BLOCK):
+        out[start : start + SCORE_BLOCK] = padded[start : start + SCORE_BLOCK] @ m.T
+    return out[: len(q)]
+
+
+def blocked_scores(matrix: np.ndarray, queries: np.ndarray) -> np.ndarray:
+    """`blocked_product` in float32: the catalogue's scores of ``queries``, [q, rows]."""
+    q = np.asarray(queries, dtype=np.float32)
+    return blocked_product(q, np.asarray(matrix, dtype=np.float32))
+
 
 class Catalogue:
     """Item embeddings with tags, ranked by dot product against a query.
@@ -194,20 +230,27 @@ class Catalogue:
         return len(self), total, second
 
     def scores(self, query: np.ndarray) -> np.ndarray:
-        """The dot product of every row (see `rows`) with ``query``; removed rows ``-inf``."""
+        """The dot product of every row (see `rows`) with ``query``; removed rows ``-inf``.
+
+        The numbers `scores_many` gives the same query, bit for bit.
+        """
         n = len(self._ids)
-        scores = self._matrix[:n] @ np.asarray(query, dtype=np.float32)
-        return np.where(self._alive[:n], scores, -np.inf)
+        q = np.asarray(query, dtype=np.float32)
+        if q.shape != (self.dim,):
+            raise ValueError(f"query has shape {q.shape}, want ({self.dim},)")
+        return np.where(self._alive[:n], blocked_scores(self._matrix[:n], q[None])[0], -np.inf)
 
     def scores_many(self, queries: np.ndarray) -> np.ndarray:
-        """`scores` of each row of ``queries`` ([q, dim]) in one product: [q, rows].
+        """`scores` of each row of ``queries`` ([q, dim]): [q, rows], in products of
+        `SCORE_BLOCK` queries (`blocked_scores`), so a query's scores are the same
+        whatever it is scored beside: alone, or with a whole micro-batch's users.
 
         A query that is all zeros scores ``-inf`` everywhere (undefined), as
         the updaters' `scores` do; removed rows are ``-inf``.
         """
         n = len(self._ids)
         q = np.asarray(queries, dtype=np.float32).reshape(-1, self.dim)
-        out = (self._matrix[:n] @ q.T).T
+        out = blocked_scores(self._matrix[:n], q)
         out = np.where(self._alive[:n][None, :], out, -np.inf)
         out[~q.any(axis=1)] = -np.inf
         return out
@@ -249,7 +292,7 @@ class Catalogue:
         ok = q.any(axis=1) & (norms >= 1e-9)
         if not tags or not ok.any():
             return out
-        sims = (centred[ok] / norms[ok, None]) @ directions.T
+        sims = blocked_product(centred[ok] / norms[ok, None], directions)  # as any batch
         # Tags are in name order (`_tag_directions`): a stable sort breaks ties by name.
         order = np.argsort(-sims, axis=1, kind="stable")[:, :n]
         for row, row_sims, best_rows in zip(np.flatnonzero(ok), sims, order, strict=True):

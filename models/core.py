@@ -284,11 +284,14 @@ def finish(
     params: CoreParams,
     *,
     with_popularity: bool = False,
+    summary: dict | None = None,
 ) -> StepResult:
     """`step` after the ranking: ``ranked`` (`rank` of ``prepared.state``) becomes the list.
 
     ``with_popularity``: it was ranked with the popularity prior (`prior_for`),
-    which the delta's ``interest.popularity_prior`` says.
+    which the delta's ``interest.popularity_prior`` says. ``summary``: the
+    user's `interest_summary` when the caller made it already (`summaries_for`
+    of the batch); computed here otherwise.
     """
     if prepared.result is not None:
         return prepared.result
@@ -301,8 +304,11 @@ def finish(
         item_ids=tuple(sorted(prepared.refresh)),
         last_event_ts=max(run.applied_ts) if run.applied_ts else None,
     )
-    with stage("summary"):
-        summary = interest_summary(new, catalogue, params, before=state)
+    if summary is None:
+        with stage("summary"):
+            summary = interest_summary(new, catalogue, params, before=state)
+    else:
+        summary = dict(summary)
     if with_popularity:
         summary["popularity_prior"] = {"query_weight": params.popularity.query_weight}
     if run.flagged:
@@ -322,6 +328,28 @@ def finish(
         overflow=prepared.overflow,
         migrated_from=prepared.migrated_from,
     )
+
+
+def summaries_for(
+    prepared: Sequence[Prepared],
+    lists: Sequence[Sequence[Ranked]],
+    catalogue: Catalogue,
+    params: CoreParams,
+) -> list[dict | None]:
+    """The `interest_summary` `finish` would make for each of ``prepared`` ranked
+    ``lists``, in one `interest_summaries`; None where `finish` makes none."""
+    todo = [n for n, p in enumerate(prepared) if p.result is None and p.state is not None]
+    out: list[dict | None] = [None] * len(prepared)
+    with stage("summary"):
+        made = interest_summaries(
+            [replace(prepared[n].state, top_k=tuple(lists[n])) for n in todo],  # type: ignore[arg-type]
+            catalogue,
+            params,
+            [prepared[n].before for n in todo],
+        )
+    for n, summary in zip(todo, made, strict=True):
+        out[n] = summary
+    return out
 
 
 def rebase(
@@ -497,6 +525,31 @@ def scores(
     return _level_scores(state, catalogue, params, _AllRows(catalogue), prior)
 
 
+def scores_many(
+    states: Sequence[UserState],
+    catalogue: Catalogue,
+    params: CoreParams,
+    priors: Sequence[np.ndarray | None] | None = None,
+) -> list[np.ndarray]:
+    """`scores` of each of ``states``, the same numbers, the batch's directions in one block.
+
+    Every direction any user's levels score by (its interests', the
+    short-term parts', the long-term profile's, a query's phrases) is scored
+    against the catalogue in `Catalogue.scores_many` at once and z-scored
+    row by row (`_Block`); each user's formula then reads its rows. A
+    direction's scores do not depend on what it is scored beside
+    (`models.catalogue.blocked_scores`), so each user gets what `scores`
+    gives it alone, bit for bit.
+    """
+    priors = [None] * len(states) if priors is None else list(priors)
+    plans = [_plan(state, catalogue, params) for state in states]
+    block = _Block(catalogue, [d for plan in plans for d in plan.directions()])
+    return [
+        _combine(state, params, plan, block, prior)
+        for state, plan, prior in zip(states, plans, priors, strict=True)
+    ]
+
+
 def rank(
     state: UserState,
     catalogue: Catalogue,
@@ -523,11 +576,12 @@ def rank_many(
     shares work only where sharing cannot change a number.
 
     - Exact (a catalogue of at most ``params.ann.min_items`` items, the
-      ``"quota"`` composition, or a graph that cannot answer): `scores` of
-      each user, `models.ranking.top_k`, the consumed items excluded. The
-      users' catalogue products are not stacked into one: a matrix product's
-      rounding depends on its width (OpenBLAS), and a score that moves in
-      its last bit moves the 6-decimal score a delta carries.
+      ``"quota"`` composition, or a graph that cannot answer): `scores_many`
+      of the users (their directions scored against the catalogue in one
+      block of fixed-width products, so each user's numbers are those it
+      gets alone: a score that moved in its last bit would move the
+      6-decimal score a delta carries), `models.ranking.top_k`, the consumed
+      items excluded.
     - Through the index (`models.ann`): the directions every user's levels
       score by (each interest's, the short-term parts', the long-term
       profile's) go to the graph in one search per fetch width
@@ -543,15 +597,36 @@ def rank_many(
         return []
     priors = [None] * len(states) if priors is None else list(priors)
     with stage("rank"):
-        out = [None if p is None else rank_exact(s, catalogue, params, p)
-               for s, p in zip(states, priors, strict=True)]  # fmt: skip
-        rest = [u for u, ranked in enumerate(out) if ranked is None]
-        approx = None
+        out: list[list[Ranked] | None] = [None] * len(states)
+        rest = [u for u, p in enumerate(priors) if p is None]
         if rest and params.ann.applies(catalogue) and params.composition.mode == "softmax":
             approx = _rank_approximate([states[u] for u in rest], catalogue, params)
-        for at, u in enumerate(rest):
-            out[u] = rank_exact(states[u], catalogue, params) if approx is None else approx[at]
-        return out
+            for at, u in enumerate(rest if approx is not None else ()):
+                out[u] = approx[at]
+        exact = [u for u, ranked in enumerate(out) if ranked is None]
+        ranked = _rank_exact_many([states[u] for u in exact], catalogue, params,
+                                  [priors[u] for u in exact])  # fmt: skip
+        for u, one in zip(exact, ranked, strict=True):
+            out[u] = one
+        return out  # type: ignore[return-value]
+
+
+def _rank_exact_many(
+    states: Sequence[UserState],
+    catalogue: Catalogue,
+    params: CoreParams,
+    priors: Sequence[np.ndarray | None],
+) -> list[list[Ranked]]:
+    """`rank_exact` of each of ``states``, scored together (`scores_many`)."""
+    if not states:
+        return []
+    ids = catalogue.rows()[0]
+    return [
+        top_k(ids, user_scores, params.k, catalogue.rows_of(state.consumed))
+        for state, user_scores in zip(
+            states, scores_many(states, catalogue, params, priors), strict=True
+        )
+    ]
 
 
 def _rank_approximate(
@@ -608,6 +683,43 @@ class _AllRows:
         return _own_mid(state, self.catalogue, params)
 
 
+class _Block(_AllRows):
+    """`_AllRows` with given directions' z-scores computed up front, in one block.
+
+    ``directions`` are scored together (`Catalogue.scores_many`) and z-scored
+    row by row (`composition.standardise_rows`: each row as `standardise`
+    alone). A direction asked for later is looked up by its float32 bits; one
+    not given (or all zeros) is computed as `_AllRows` computes it. The rows
+    are read-only: the formula composes them into new arrays.
+    """
+
+    def __init__(self, catalogue: Catalogue, directions: Sequence[np.ndarray]) -> None:
+        super().__init__(catalogue)
+        self._z: dict[bytes, np.ndarray] = {}
+        unique: dict[bytes, np.ndarray] = {}
+        for d in directions:
+            v = np.asarray(d, dtype=np.float32)
+            if v.shape == (catalogue.dim,) and v.any():
+                unique.setdefault(v.tobytes(), v)
+        if unique:
+            z = composition.standardise_rows(catalogue.scores_many(np.stack(list(unique.values()))))
+            z.flags.writeable = False
+            self._z = dict(zip(unique, z, strict=True))
+
+    def _row(self, vec: np.ndarray) -> np.ndarray | None:
+        return self._z.get(np.asarray(vec, dtype=np.float32).tobytes())
+
+    def z_many(self, dirs: np.ndarray) -> np.ndarray:
+        rows = [self._row(d) for d in dirs]
+        if any(r is None for r in rows):
+            return super().z_many(dirs)
+        return np.stack(rows)
+
+    def z_one(self, vec: np.ndarray) -> np.ndarray:
+        row = self._row(vec)
+        return super().z_one(vec) if row is None else row
+
+
 class _Candidates:
     """Some catalogue rows, z-scored as over the whole catalogue from its moments.
 
@@ -658,6 +770,65 @@ class _Candidates:
         return None if self._own is None else self._own[self.rows]
 
 
+@dataclass(frozen=True)
+class _Plan:
+    """What `scores`' formula scores a user by, before any catalogue product.
+
+    ``mid``: the mid-term level's directions, composed by ``mid_shares``
+    (a cold user's query phrases) or, when None, by the interests' weights
+    (`_composed_mid`); ``own_mid``: the updater scores the mid-term level in
+    its own item space instead. ``short``: the short-term parts and their
+    shares (None: the window's one direction). ``negatives``: a query's
+    negative phrases with their weights.
+    """
+
+    shares: dict[str, float]
+    mid: np.ndarray | None = None
+    mid_shares: np.ndarray | None = None
+    own_mid: bool = False
+    short: tuple[np.ndarray, np.ndarray | None] | None = None
+    long: np.ndarray | None = None
+    negatives: tuple[tuple[np.ndarray, float], ...] = ()
+
+    def directions(self) -> list[np.ndarray]:
+        """Every catalogue-space direction the formula z-scores (for `_Block`)."""
+        out = [] if self.mid is None else list(self.mid)
+        if self.short is not None:
+            out.extend(self.short[0])
+        if self.long is not None:
+            out.append(self.long)
+        out.extend(vec for vec, _ in self.negatives)
+        return out
+
+
+def _plan(state: UserState, catalogue: Catalogue, params: CoreParams) -> _Plan:
+    """The directions `scores`' formula needs for ``state`` (see `scores`)."""
+    mid, mid_shares, own_mid = None, None, False
+    dirs = composition.directions(state.interests, params.updater)
+    if state.interests:
+        phrases = _phrase_directions(state, params)
+        if phrases is not None:
+            mid, mid_shares = phrases
+        elif _own_space(params.updater):
+            own_mid = True
+        else:
+            mid = dirs  # each interest's `InterestUpdater.query`
+    long = levels.unit(state.long_term)
+    negatives: tuple[tuple[np.ndarray, float], ...] = ()
+    if state.query is not None and params.negative_strength > 0:
+        pairs = zip(state.query.negatives, state.query.negative_weights(), strict=False)
+        negatives = tuple((v, w) for v, w in pairs if v.shape == (catalogue.dim,))
+    return _Plan(
+        shares=level_weights(state, params),
+        mid=mid,
+        mid_shares=mid_shares,
+        own_mid=own_mid,
+        short=_short_directions(state, catalogue, params, dirs),
+        long=long if long.shape == (catalogue.dim,) and long.any() else None,
+        negatives=negatives,
+    )
+
+
 def _level_scores(
     state: UserState,
     catalogue: Catalogue,
@@ -669,18 +840,44 @@ def _level_scores(
 
     ``prior``, when given, is per row of the view.
     """
+    return _combine(state, params, _plan(state, catalogue, params), view, prior)
+
+
+def _combine(
+    state: UserState,
+    params: CoreParams,
+    plan: _Plan,
+    view: _AllRows | _Candidates,
+    prior: np.ndarray | None = None,
+) -> np.ndarray:
+    """`scores`' formula for ``plan`` over the rows of ``view``."""
     n = view.size
-    shares_ = level_weights(state, params)
+    spec = params.composition
     parts: list[tuple[float, np.ndarray]] = []
-    mid = _mid_scores(state, catalogue, params, view)
+    mid = None
+    if plan.mid is not None:
+        zs = view.z_many(plan.mid)
+        mid = (
+            _composed_mid(state, params, zs)
+            if plan.mid_shares is None
+            else composition.compose_standardised(zs, plan.mid_shares, spec.temperature, spec.mode)
+        )
+    elif plan.own_mid:
+        mid = view.own_mid(state, params)
     if mid is not None:
-        parts.append((shares_["mid"], mid))
-    short = _short_scores(state, catalogue, params, view)
-    if short is not None:
-        parts.append((shares_["short"], short))
-    long = levels.unit(state.long_term)
-    if long.shape == (catalogue.dim,) and long.any():
-        parts.append((shares_["long"], view.z_one(long)))
+        parts.append((plan.shares["mid"], mid))
+    if plan.short is not None:
+        dirs, shares_ = plan.short
+        short = (
+            view.z_one(dirs[0])
+            if shares_ is None
+            else composition.compose_standardised(
+                view.z_many(dirs), shares_, spec.temperature, spec.mode
+            )
+        )
+        parts.append((plan.shares["short"], short))
+    if plan.long is not None:
+        parts.append((plan.shares["long"], view.z_one(plan.long)))
     parts = [(w, s) for w, s in parts if w > 0]
     if not parts or n == 0:
         return np.full(n, -np.inf)
@@ -688,11 +885,9 @@ def _level_scores(
     out = sum(w * s for w, s in parts) / total
     if prior is not None and uses_prior(state, params):
         out = with_prior(out, prior, params)
-    if state.query is not None and params.negative_strength > 0:
-        for vec, weight in zip(state.query.negatives, state.query.negative_weights(), strict=False):
-            if vec.shape == (catalogue.dim,):
-                push = np.maximum(view.z_one(vec) - params.negative_margin, 0.0)
-                out = out - params.negative_strength * weight * push
+    for vec, weight in plan.negatives:
+        push = np.maximum(view.z_one(vec) - params.negative_margin, 0.0)
+        out = out - params.negative_strength * weight * push
     return out
 
 
@@ -703,10 +898,7 @@ def rank_exact(
     prior: np.ndarray | None = None,
 ) -> list[Ranked]:
     """`rank` over every catalogue row, whatever its size: what the index path is held to."""
-    ids = catalogue.rows()[0]
-    return top_k(
-        ids, scores(state, catalogue, params, prior), params.k, catalogue.rows_of(state.consumed)
-    )
+    return _rank_exact_many([state], catalogue, params, [prior])[0]
 
 
 def prior_for(
@@ -755,24 +947,6 @@ def level_weights(state: UserState, params: CoreParams) -> dict[str, float]:
 def _own_space(updater: InterestUpdater) -> bool:
     """Whether the updater scores in an item space of its own (not a cosine with `query`)."""
     return type(updater).scores is not InterestUpdater.scores
-
-
-def _mid_scores(
-    state: UserState, catalogue: Catalogue, params: CoreParams, view: _AllRows | _Candidates
-) -> np.ndarray | None:
-    if not state.interests:
-        return None
-    updater = params.updater
-    phrases = _phrase_directions(state, params)
-    if phrases is not None:
-        dirs, shares_ = phrases
-        return composition.compose_standardised(
-            view.z_many(dirs), shares_, params.composition.temperature, params.composition.mode
-        )
-    if _own_space(updater):
-        return view.own_mid(state, params)
-    zs = view.z_many(np.stack([updater.query(i.hidden) for i in state.interests]))
-    return _composed_mid(state, params, zs)
 
 
 def _phrase_directions(
@@ -831,50 +1005,39 @@ def _best_rows(level: np.ndarray, width: int) -> np.ndarray:
 
 
 def _short_directions(
-    state: UserState, catalogue: Catalogue, params: CoreParams
+    state: UserState,
+    catalogue: Catalogue,
+    params: CoreParams,
+    dirs: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray | None] | None:
     """The short-term level's directions and shares; shares None: the window's one direction.
 
     Each window event goes with the interest closest to it; each interest's
     events give one direction, weighted by their mass. With at most one
     interest (or interests in another space) it is the window's direction.
+    ``dirs``: the interests' `composition.directions`, when the caller has them.
     """
     entries = [(e, catalogue.vector(e.item_id)) for e in state.window]
     entries = [(e.weight, v) for e, v in entries if v is not None]
     if not entries:
         return None
-    dirs = composition.directions(state.interests, params.updater)
+    if dirs is None:
+        dirs = composition.directions(state.interests, params.updater)
     if dirs.shape[0] <= 1 or dirs.shape[1] != catalogue.dim:
         short = window_vector(state.window, catalogue)
         return (short[None], None) if short.any() else None
     vecs = np.stack([v for _, v in entries])
     weights = np.array([w for w, _ in entries], dtype=np.float64)
     owner = np.argmax(vecs @ dirs.T, axis=1)
-    found, mass = [], []
-    for k in range(dirs.shape[0]):
-        mine = owner == k
-        total = (weights[mine, None] * vecs[mine]).sum(axis=0)
-        direction = levels.unit(total)
-        if mine.any() and direction.any():
-            found.append(direction)
-            mass.append(max(float(weights[mine].clip(min=0).sum()), composition.MIN_MASS))
-    if not found:
+    # [interests, events]: 1 where the event goes with the interest
+    mine = (owner[None, :] == np.arange(len(dirs))[:, None]).astype(np.float64)
+    totals = (mine * weights) @ vecs.astype(np.float64)  # each interest's events' weighted sum
+    norms = np.sqrt(np.einsum("kd,kd->k", totals, totals))
+    ok = mine.any(axis=1) & np.isfinite(norms) & (norms >= 1e-12)
+    if not ok.any():
         return None
-    return np.stack(found), np.array(mass) / sum(mass)
-
-
-def _short_scores(
-    state: UserState, catalogue: Catalogue, params: CoreParams, view: _AllRows | _Candidates
-) -> np.ndarray | None:
-    found = _short_directions(state, catalogue, params)
-    if found is None:
-        return None
-    dirs, shares_ = found
-    if shares_ is None:
-        return view.z_one(dirs[0])
-    return composition.compose_standardised(
-        view.z_many(dirs), shares_, params.composition.temperature, params.composition.mode
-    )
+    mass = np.maximum(mine[ok] @ weights.clip(min=0), composition.MIN_MASS)
+    return (totals[ok] / norms[ok, None]).astype(np.float32), mass / mass.sum()
 
 
 #: Fetch directions closer than this cosine share one fetch (`_fetch_directions`).
@@ -931,12 +1094,52 @@ def interest_summary(
     each level's weight and topics; ``interests`` each interest's weight and
     topics; ``query`` the latest query's phrases.
     """
+    return interest_summaries([state], catalogue, params, [before])[0]
+
+
+def interest_summaries(
+    states: Sequence[UserState],
+    catalogue: Catalogue,
+    params: CoreParams,
+    befores: Sequence[UserState | None],
+) -> list[dict]:
+    """`interest_summary` of each of ``states``, all their directions read in one block.
+
+    The tags and topics of every user's levels and interests come from one
+    `Catalogue.tag_weights_many` and one `OnlineTopics.distribution_many`,
+    whose products are blocked (`models.catalogue.blocked_product`): each
+    summary is the one its user gets alone.
+    """
+    parts = [_summary_directions(state, catalogue, params) for state in states]
+    views = _readable_many([v for vecs, _ in parts for v in vecs], catalogue)
+    out, at = [], 0
+    for state, before, (vecs, w) in zip(states, befores, parts, strict=True):
+        out.append(_summary(state, catalogue, params, before, w, views[at : at + len(vecs)]))
+        at += len(vecs)
+    return out
+
+
+def _summary_directions(
+    state: UserState, catalogue: Catalogue, params: CoreParams
+) -> tuple[list[np.ndarray], np.ndarray]:
+    """The directions a summary reads (short, mid, long, then each interest's), and the
+    interests' weights."""
     short = window_vector(state.window, catalogue)
     w = composition.weights(state.interests, state.last_event_ts, params.composition)
     dirs = params.updater.readable_directions([i.hidden for i in state.interests], catalogue)
     mid = levels.unit(w @ dirs) if state.interests else np.zeros(0, dtype=np.float32)
-    long = levels.unit(state.long_term)
-    views = _readable_many([short, mid, long, *dirs], catalogue)
+    return [short, mid, levels.unit(state.long_term), *dirs], w
+
+
+def _summary(
+    state: UserState,
+    catalogue: Catalogue,
+    params: CoreParams,
+    before: UserState | None,
+    w: np.ndarray,
+    views: list[dict[str, object]],
+) -> dict:
+    """`interest_summary` from its directions' readable ``views`` (`_summary_directions`)."""
     readable = dict(zip(("short", "mid", "long"), views[:3], strict=True))
     out: dict[str, object] = {
         "events": state.events_applied,

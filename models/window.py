@@ -54,10 +54,12 @@ def slide(
 
 def window_vector(window: tuple[WindowEntry, ...], catalogue: Catalogue) -> np.ndarray:
     """Weighted mean direction of the window's items (the short-term interest)."""
-    total = np.zeros(catalogue.dim, dtype=np.float32)
-    for entry in window:
-        vec = catalogue.vector(entry.item_id)
-        if vec is not None:
-            total += np.float32(entry.weight) * vec
+    pairs = [(e.weight, catalogue.vector(e.item_id)) for e in window]
+    pairs = [(w, v) for w, v in pairs if v is not None]
+    if not pairs:
+        return np.zeros(catalogue.dim, dtype=np.float32)
+    weights = np.array([w for w, _ in pairs], dtype=np.float32)
+    # Summed row after row in float32, as a running total would be.
+    total = (weights[:, None] * np.stack([v for _, v in pairs])).sum(axis=0)
     norm = float(np.linalg.norm(total))
     return total / norm if norm > 1e-12 else total

@@ -49,6 +49,7 @@ from models.core import (
     rank_many,
     restate,
     step,
+    summaries_for,
 )
 from models.encoder.base import Encoder
 from models.interest.popularity import newcomer_weight
@@ -673,12 +674,19 @@ class BehaviourProcessor:
                 raise
             log.warning("batch ranking failed (%r); each user is ranked alone", exc)
             return {}
+        try:
+            summaries = summaries_for([prepared[u] for u in ranking], lists, catalogue, self.params)
+        except Exception as exc:
+            if is_infrastructure(exc):
+                raise
+            log.warning("batch summaries failed (%r); each user's is made alone", exc)
+            summaries = [None] * len(ranking)
         done = {u: p.result for u, p in prepared.items() if p.result is not None}
-        for user, ranked, cold in zip(ranking, lists, priors, strict=True):
+        for user, ranked, cold, summary in zip(ranking, lists, priors, summaries, strict=True):
             try:
                 result = finish(
                     prepared[user], ranked, catalogue, now, self.params,
-                    with_popularity=cold is not None,
+                    with_popularity=cold is not None, summary=summary,
                 )  # fmt: skip
                 if result.changed and result.state is not None:
                     _check_finite(result.state)

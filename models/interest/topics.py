@@ -88,6 +88,8 @@ from typing import Any
 
 import numpy as np
 
+from models.catalogue import blocked_product
+
 FORMAT_VERSION = 1
 _MAGIC = b"ISTM"
 _PREFIX = struct.Struct("<4sHI")
@@ -391,7 +393,7 @@ class OnlineTopics:
         if not view.ids or n < 1 or not ok.any():
             return out
         q = v[ok] / norms[ok, None]
-        d2 = 1.0 - 2.0 * (q @ view.centres.T) + view.sq_norms
+        d2 = 1.0 - 2.0 * blocked_product(q, view.centres) + view.sq_norms  # as in any batch
         logits = -(d2 - d2.min(axis=1, keepdims=True)) / (self.tuning["temperature"] * view.spread)
         # view.ids ascend: a stable sort breaks ties by topic id.
         order = np.argsort(-logits, axis=1, kind="stable")[:, :n]
