@@ -12,7 +12,16 @@ from models import ann
 from models.ann import AnnSpec
 from models.behaviour import Behaviour
 from models.catalogue import Catalogue
-from models.core import CoreParams, finish, prepare, rank, rank_exact, rank_many, step
+from models.core import (
+    CoreParams,
+    finish,
+    prepare,
+    rank,
+    rank_exact,
+    rank_many,
+    step,
+    summaries_for,
+)
 from models.interest.composition import CompositionSpec
 from models.state import UserState, encode_state
 from streams.settings import SettingsError, load_settings
@@ -145,9 +154,12 @@ def test_moments_and_index_follow_adds_updates_and_removals() -> None:
     assert everything is not None and not removed & set(everything[0].tolist())
 
 
-def test_step_is_prepare_rank_finish_and_a_batch_may_share_one_rank_many(small) -> None:
+@pytest.mark.parametrize("min_items", [1, 10**6], ids=["index", "exact"])
+def test_step_is_prepare_rank_finish_and_a_batch_may_share_one_rank_many(
+    small, min_items: int
+) -> None:
     cat, states = small
-    params = CoreParams(ann=AnnSpec(min_items=1, candidates=50))
+    params = CoreParams(ann=AnnSpec(min_items=min_items, candidates=50))
     items = cat.item_ids()
     batches = [
         [Behaviour(s.user_id, items[(7 * n) % len(items)], "click", 2e9, f"x{n}")]
@@ -156,7 +168,13 @@ def test_step_is_prepare_rank_finish_and_a_batch_may_share_one_rank_many(small) 
     one_by_one = [step(s, b, cat, 2e9, params) for s, b in zip(states, batches, strict=True)]
     prepared = [prepare(s, b, cat, params) for s, b in zip(states, batches, strict=True)]
     lists = rank_many([p.state for p in prepared], cat, params)
-    together = [finish(p, r, cat, 2e9, params) for p, r in zip(prepared, lists, strict=True)]
+    # The batch's summaries made in one block, as the processor makes them.
+    summaries = summaries_for(prepared, lists, cat, params)
+    together = [
+        finish(p, r, cat, 2e9, params, summary=m)
+        for p, r, m in zip(prepared, lists, summaries, strict=True)
+    ]
+    assert all(m is not None for m in summaries)
     assert [encode_state(r.state) for r in together] == [encode_state(r.state) for r in one_by_one]
     assert [r.delta for r in together] == [r.delta for r in one_by_one]
 
