@@ -295,8 +295,11 @@ class Catalogue:
         sims = blocked_product(centred[ok] / norms[ok, None], directions)  # as any batch
         # Tags are in name order (`_tag_directions`): a stable sort breaks ties by name.
         order = np.argsort(-sims, axis=1, kind="stable")[:, :n]
-        for row, row_sims, best_rows in zip(np.flatnonzero(ok), sims, order, strict=True):
-            best = [(tags[i], float(row_sims[i])) for i in best_rows if row_sims[i] > 0]
+        best_sims = np.take_along_axis(sims, order, axis=1).tolist()
+        for row, best_rows, row_sims in zip(
+            np.flatnonzero(ok).tolist(), order.tolist(), best_sims, strict=True
+        ):
+            best = [(tags[i], s) for i, s in zip(best_rows, row_sims, strict=True) if s > 0]
             mass = sum(s for _, s in best)
             out[row] = [(tag, round(s / mass, 3)) for tag, s in best] if mass > 0 else []
         return out

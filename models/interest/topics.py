@@ -397,10 +397,12 @@ class OnlineTopics:
         logits = -(d2 - d2.min(axis=1, keepdims=True)) / (self.tuning["temperature"] * view.spread)
         # view.ids ascend: a stable sort breaks ties by topic id.
         order = np.argsort(-logits, axis=1, kind="stable")[:, :n]
-        for row, row_logits, best in zip(np.flatnonzero(ok), logits, order, strict=True):
-            weights = np.exp(row_logits[best])
-            weights /= weights.sum()
-            out[row] = [(view.ids[i], float(w)) for i, w in zip(best, weights, strict=True)]
+        weights = np.exp(np.take_along_axis(logits, order, axis=1))
+        weights /= weights.sum(axis=1, keepdims=True)  # each row as its own sum would
+        for row, best, shares_ in zip(
+            np.flatnonzero(ok).tolist(), order.tolist(), weights.tolist(), strict=True
+        ):
+            out[row] = [(view.ids[i], w) for i, w in zip(best, shares_, strict=True)]
         return out
 
     def label(self, topic_id: int) -> TopicLabel:
