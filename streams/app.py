@@ -200,7 +200,8 @@ def create_app(settings: Settings, bootstrap: str, runtime: Runtime) -> faust.Ap
         gc_s, gc_longest, collections = pauses.take()  # any thread's, during this batch
         health.time("gc", {"pause": gc_s}, collections)
         first, last = records[0], records[-1]
-        log.info(
+        log.log(
+            logging.INFO if t2 - t0 >= settings.batch_log_seconds else logging.DEBUG,
             "batch %s[%d]@%d..%s[%d]@%d: %s process=%.0fms produce=%.0fms gc=%.0fms",
             first.topic, first.partition, first.offset,
             last.topic, last.partition, last.offset,

@@ -180,9 +180,9 @@ class Rig:
         """Start a worker process (``worker-N.log`` under ``folder``)."""
         name = name or f"worker-{len(self.workers) + 1}"
         port = free_port()
-        settings = self.settings.replace(health_port=port, health_host="127.0.0.1")
         log = self.folder / f"{name}.log"
-        worker = Worker(name, spawn_worker(settings, self.bootstrap, log), log, port)
+        proc = spawn_worker(self._worker_settings(port), self.bootstrap, log)
+        worker = Worker(name, proc, log, port)
         self.workers.append(worker)
         if self._supervisor is None:
             self._supervisor = threading.Thread(target=self._supervise, name="rig", daemon=True)
@@ -193,11 +193,16 @@ class Rig:
         while not self._closing.wait(0.5):
             for worker in list(self.workers):
                 if worker.proc.poll() == EXIT_REBALANCE_STUCK and not self._closing.is_set():
-                    settings = self.settings.replace(
-                        health_port=worker.health_port, health_host="127.0.0.1"
-                    )
+                    settings = self._worker_settings(worker.health_port)
                     worker.restarts += 1
                     worker.proc = spawn_worker(settings, self.bootstrap, worker.log)
+
+    def _worker_settings(self, health_port: int) -> Settings:
+        """A worker's: its own health port, and every batch logged (`wait_batch` and the
+        rebalance test read the batch lines)."""
+        return self.settings.replace(
+            health_port=health_port, health_host="127.0.0.1", batch_log_seconds=0.0
+        )
 
     def kill(self, worker: Worker, sig: int = signal.SIGKILL) -> None:
         """Send ``sig``; for SIGKILL also reap the process."""

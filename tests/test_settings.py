@@ -48,6 +48,8 @@ def test_file_then_env_then_overrides(tmp_path: Path) -> None:
         ({"INTEREST_STREAM_REBALANCE_STUCK_SECONDS": "6"}, "rebalance_stuck_seconds"),
         ({"INTEREST_STREAM_REBALANCE_STUCK_SECONDS": "-1"}, "rebalance_stuck_seconds"),
         ({"INTEREST_STREAM_REBALANCE_STUCK_SECONDS": "inf"}, "rebalance_stuck_seconds"),
+        ({"INTEREST_STREAM_BATCH_LOG_SECONDS": "-1"}, "batch_log_seconds"),
+        ({"INTEREST_STREAM_BATCH_LOG_SECONDS": "nan"}, "batch_log_seconds"),
     ],
 )
 def test_bad_settings_fail_clearly(env: dict[str, str], match: str) -> None:
