@@ -52,12 +52,6 @@ def blocked_product(queries: np.ndarray, matrix: np.ndarray) -> np.ndarray:
     return out[: len(q)]
 
 
-def blocked_scores(matrix: np.ndarray, queries: np.ndarray) -> np.ndarray:
-    """`blocked_product` in float32: the catalogue's scores of ``queries``, [q, rows]."""
-    q = np.asarray(queries, dtype=np.float32)
-    return blocked_product(q, np.asarray(matrix, dtype=np.float32))
-
-
 class Catalogue:
     """Item embeddings with tags, ranked by dot product against a query.
 
@@ -238,11 +232,11 @@ class Catalogue:
         q = np.asarray(query, dtype=np.float32)
         if q.shape != (self.dim,):
             raise ValueError(f"query has shape {q.shape}, want ({self.dim},)")
-        return np.where(self._alive[:n], blocked_scores(self._matrix[:n], q[None])[0], -np.inf)
+        return np.where(self._alive[:n], blocked_product(q[None], self._matrix[:n])[0], -np.inf)
 
     def scores_many(self, queries: np.ndarray) -> np.ndarray:
         """`scores` of each row of ``queries`` ([q, dim]): [q, rows], in products of
-        `SCORE_BLOCK` queries (`blocked_scores`), so a query's scores are the same
+        `SCORE_BLOCK` queries (`blocked_product`), so a query's scores are the same
         whatever it is scored beside: alone, or with a whole micro-batch's users.
 
         A query that is all zeros scores ``-inf`` everywhere (undefined), as
@@ -250,7 +244,7 @@ class Catalogue:
         """
         n = len(self._ids)
         q = np.asarray(queries, dtype=np.float32).reshape(-1, self.dim)
-        out = blocked_scores(self._matrix[:n], q)
+        out = blocked_product(q, self._matrix[:n])
         out = np.where(self._alive[:n][None, :], out, -np.inf)
         out[~q.any(axis=1)] = -np.inf
         return out

@@ -522,7 +522,7 @@ def scores(
     prior; above, it scores the index's candidates with the same formula);
     the offline evaluation scores with it.
     """
-    return _level_scores(state, catalogue, params, _AllRows(catalogue), prior)
+    return scores_many([state], catalogue, params, [prior])[0]
 
 
 def scores_many(
@@ -538,7 +538,7 @@ def scores_many(
     against the catalogue in `Catalogue.scores_many` at once and z-scored
     row by row (`_Block`); each user's formula then reads its rows. A
     direction's scores do not depend on what it is scored beside
-    (`models.catalogue.blocked_scores`), so each user gets what `scores`
+    (`models.catalogue.blocked_product`), so each user gets what `scores`
     gives it alone, bit for bit.
     """
     priors = [None] * len(states) if priors is None else list(priors)

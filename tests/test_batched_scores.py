@@ -1,6 +1,6 @@
 """A micro-batch's users scored together get the numbers each gets alone, bit for bit.
 
-`models.catalogue.blocked_scores` scores queries in products of one fixed
+`models.catalogue.blocked_product` scores queries in products of one fixed
 shape, so a BLAS cannot pick another kernel (and other last bits) for a
 query scored beside others; `models.core.scores_many` builds on it. These
 tests run on whatever BLAS numpy has here, so a BLAS whose results depend
@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from models.ann import AnnSpec
-from models.catalogue import SCORE_BLOCK, Catalogue, blocked_scores
+from models.catalogue import SCORE_BLOCK, Catalogue, blocked_product
 from models.core import (
     CoreParams,
     interest_summaries,
@@ -35,13 +35,13 @@ def test_a_query_scores_the_same_alone_and_at_any_place_among_others(rows: int) 
     rng = np.random.default_rng(rows)
     matrix = rng.standard_normal((rows, 384)).astype(np.float32)
     queries = rng.standard_normal((3 * SCORE_BLOCK + 5, 384)).astype(np.float32)
-    together = blocked_scores(matrix, queries)
-    alone = np.stack([blocked_scores(matrix, q[None])[0] for q in queries])
+    together = blocked_product(queries, matrix)
+    alone = np.stack([blocked_product(q[None], matrix)[0] for q in queries])
     assert np.array_equal(together, alone)
     order = rng.permutation(len(queries))
-    assert np.array_equal(blocked_scores(matrix, queries[order]), together[order])
+    assert np.array_equal(blocked_product(queries[order], matrix), together[order])
     assert np.allclose(together, queries @ matrix.T, rtol=1e-5, atol=1e-4)
-    assert blocked_scores(matrix, queries[:0]).shape == (0, rows)
+    assert blocked_product(queries[:0], matrix).shape == (0, rows)
 
 
 def test_catalogue_scores_is_scores_many_of_one_and_keeps_removed_rows_out() -> None:
